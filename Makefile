@@ -1,0 +1,39 @@
+# Set-up for a fresh machine: `make demo` or `make test`. Both create .venv and install into it.
+# TORCH_SPEC picks the torch build, e.g. `make test TORCH_SPEC=torch==2.13.0` to keep a
+# CPU-only build that is already available locally instead of resolving the newest release.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch>=2.2
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench-speed clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip >/dev/null
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/reffakd demo
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+
+bench-speed: $(VENV)/.installed
+	$(BIN)/python benchmarks/speed.py
+
+clean-venv:
+	rm -rf $(VENV)

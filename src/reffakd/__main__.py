@@ -1,0 +1,5 @@
+import sys
+
+from reffakd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,241 @@
+"""Command-line interface: ``reffakd {soft-labels,train,demo,list}``.
+
+Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reffakd.config import (
+    SoftLabelConfig,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    merge,
+    to_dict,
+)
+from reffakd.errors import NonFiniteLossError, UserError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", help="dataset name (see `reffakd list datasets`)")
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding the dataset (else REFFAKD_DATA, cache, "
+        "system locations, then download)",
+    )
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. optim.lr=0.05",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--milestones", type=int, nargs="*")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reffakd", description="Teacher-free knowledge distillation (ReffAKD, LW-KD, KD)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    soft = sub.add_parser("soft-labels", help="train the autoencoder and write AESL soft labels")
+    _common(soft)
+    soft.add_argument("--out", required=True, help="run directory to create")
+    soft.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    soft.add_argument("-k", "--samples-per-class", type=int)
+    soft.add_argument("--boost", type=float, help="diagonal boost (default: per dataset)")
+    soft.add_argument("--temperature", type=float, help="softmax temperature on S (default 1)")
+
+    train = sub.add_parser("train", help="train a student with a method")
+    _common(train)
+    train.add_argument("--student", help="model name (see `reffakd list models`)")
+    train.add_argument("--method", help="preset (see `reffakd list methods`)")
+    train.add_argument("--source", help="teacher-signal source, overriding the preset's")
+    train.add_argument("--loss", help="loss, overriding the preset's")
+    train.add_argument("--soft-labels", help="AESL file for the aesl source")
+    train.add_argument("--alpha", type=float, help="KD weight")
+    train.add_argument("--temperature", type=float, help="KD temperature")
+    train.add_argument(
+        "--kl-reduction",
+        choices=["batchmean", "mean"],
+        help="batchmean = true KL (default); mean = reference KLDivLoss() / C",
+    )
+    train.add_argument("--ae-epochs", type=int, help="autoencoder epochs when AESL is made inline")
+    train.add_argument(
+        "--out", help="run directory (default runs/<dataset>-<method>-<student>-s<seed>)"
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+
+    demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
+    demo.add_argument("--data-dir")
+    demo.add_argument("--out", help="run directory (default runs/demo-<time>)")
+    demo.add_argument("--ae-epochs", type=int, default=3)
+    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--no-progress", action="store_true")
+
+    lister = sub.add_parser("list", help="list registered names")
+    lister.add_argument("what", choices=["datasets", "models", "methods", "sources", "losses"])
+    return parser
+
+
+def _flag_values(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
+    """Turn set flags into a nested override dict using dotted config keys."""
+    values: dict[str, Any] = {}
+    for flag, key in mapping.items():
+        value = getattr(args, flag, None)
+        if value is None or value is False:
+            continue
+        node = values
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return values
+
+
+COMMON_FLAGS = {
+    "dataset": "data.name",
+    "data_dir": "data.data_dir",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "milestones": "optim.milestones",
+    "seed": "seed",
+    "device": "device",
+}
+
+
+def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -> Any:
+    values = to_dict(cls())
+    if args.config:
+        values = merge(values, load_yaml(args.config))
+    values = merge(values, _flag_values(args, {**COMMON_FLAGS, **extra_flags}))
+    if args.no_progress:
+        values["progress"] = False
+    values = apply_overrides(values, args.overrides)
+    return from_dict(cls, values)
+
+
+def cmd_soft_labels(args: argparse.Namespace) -> int:
+    from reffakd.pipeline import make_soft_labels
+
+    config = _resolve(
+        SoftLabelConfig,
+        args,
+        {
+            "samples_per_class": "samples_per_class",
+            "boost": "boost",
+            "temperature": "temperature",
+        },
+    )
+    started = time.perf_counter()
+    labels = make_soft_labels(config, Path(args.out), resume=args.resume)
+    meta = labels.meta
+    print(
+        f"soft labels: {Path(args.out) / 'soft_labels.pt'} ({labels.num_classes}x"
+        f"{labels.num_classes}, boost {meta['boost']}, mean row entropy "
+        f"{meta['entropy_bits']:.4f} bits, AE val MSE {meta.get('reconstruction_mse_val')})"
+    )
+    print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+TRAIN_FLAGS = {
+    "student": "student",
+    "method": "method",
+    "source": "source.name",
+    "loss": "loss.name",
+    "soft_labels": "source.soft_labels",
+    "alpha": "loss.alpha",
+    "temperature": "loss.temperature",
+    "kl_reduction": "loss.reduction",
+    "ae_epochs": "ae.optim.epochs",
+}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from reffakd.pipeline import load_run_config, summary_line, train_student
+
+    if args.resume:
+        out = Path(args.resume)
+        config = load_run_config(out)
+        if args.no_progress:
+            config.progress = False
+        resume = True
+    else:
+        config = _resolve(TrainConfig, args, TRAIN_FLAGS)
+        default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
+        out = Path(args.out or default)
+        resume = False
+    summary = train_student(config, out, resume=resume)
+    print(summary_line(summary))
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reffakd.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from reffakd.data.catalog import DATASETS
+    from reffakd.methods import PRESETS
+    from reffakd.models import MODELS
+    from reffakd.objectives import OBJECTIVES
+    from reffakd.sources import SOURCES
+
+    registry = {
+        "datasets": DATASETS,
+        "models": MODELS,
+        "methods": PRESETS,
+        "sources": SOURCES,
+        "losses": OBJECTIVES,
+    }[args.what]
+    for name in registry.names():
+        print(name)
+    return 0
+
+
+COMMANDS = {"soft-labels": cmd_soft_labels, "train": cmd_train, "demo": cmd_demo, "list": cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"reffakd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except NonFiniteLossError as exc:
+        print(f"reffakd: stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "reffakd: interrupted; continue with `reffakd train --resume RUN_DIR`.", file=sys.stderr
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Batch-wise augmentation with tensor ops, on whatever device the batch lives on.
+
+Random crop with padding, horizontal flip, rotation and the resize to the model's input size are
+folded into one affine map per sample and applied with a single ``grid_sample`` call, so a batch
+costs one resampling pass whatever the policy. Sampling uses ``align_corners=False`` and zero
+padding: an integer translation lands on pixel centres (an exact crop of the zero-padded image)
+and the identity map is a bilinear resize, as in the per-image torchvision pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """Training-time augmentation. ``rotation`` is the maximum angle in degrees."""
+
+    crop_padding: int = 0
+    flip: bool = False
+    rotation: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.crop_padding == 0 and not self.flip and self.rotation == 0.0
+
+
+class BatchTransform:
+    """uint8 (B, C, H, W) -> float (B, C, S, S): augment (train only), resize, normalise.
+
+    ``mean``/``std`` are per-channel in [0, 1] units; pass ``mean=(0,)``, ``std=(1,)`` to keep
+    the [0, 1] image (the autoencoder's reconstruction target).
+    """
+
+    def __init__(
+        self,
+        out_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        policy: AugmentPolicy | None = None,
+    ) -> None:
+        self.out_size = out_size
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        self.policy = policy or AugmentPolicy()
+
+    def __call__(
+        self, images: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
+        x = images.to(torch.float32).div_(255.0)
+        if train and not self.policy.is_identity:
+            theta = self.random_affine(x.shape[0], x.shape[-1], generator).to(x.device)
+            grid = F.affine_grid(
+                theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False
+            )
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        elif x.shape[-1] != self.out_size or x.shape[-2] != self.out_size:
+            x = F.interpolate(
+                x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False
+            )
+        mean = self.mean.to(x.device)
+        std = self.std.to(x.device)
+        return x.sub_(mean).div_(std)
+
+    def random_affine(self, batch: int, in_width: int, generator: torch.Generator | None) -> Tensor:
+        """Per-sample (B, 2, 3) maps from output to input coordinates (normalised units).
+
+        Random numbers are drawn on the CPU from ``generator`` so that a seed gives the same
+        augmentation on any device.
+        """
+        policy = self.policy
+        uniform = torch.rand(batch, 3, generator=generator, dtype=torch.float64)
+        angle = (uniform[:, 0] * 2 - 1) * math.radians(policy.rotation)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        flip = torch.ones(batch, dtype=torch.float64)
+        if policy.flip:
+            flip = torch.where(uniform[:, 1] < 0.5, -1.0, 1.0).to(torch.float64)
+        theta = torch.zeros(batch, 2, 3, dtype=torch.float64)
+        theta[:, 0, 0], theta[:, 0, 1] = flip * cos, -flip * sin
+        theta[:, 1, 0], theta[:, 1, 1] = sin, cos
+        if policy.crop_padding:
+            pad = policy.crop_padding
+            shifts = torch.randint(-pad, pad + 1, (batch, 2), generator=generator)
+            theta[:, :, 2] = shifts.to(torch.float64) * 2.0 / in_width
+        return theta.to(torch.float32)
+
+
+def channel_stats(images: Tensor, chunk: int = 8192) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of a uint8 (N, C, H, W) tensor."""
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].to(torch.float64) / 255.0
+        total += part.sum(dim=(0, 2, 3))
+        total_sq += (part * part).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()

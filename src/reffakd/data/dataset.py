@@ -1,0 +1,139 @@
+"""In-memory image datasets: uint8 tensors, int64 labels, class names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from reffakd.errors import DataError
+
+
+@dataclass
+class ImageSplit:
+    """One split held in memory.
+
+    ``images`` is uint8 of shape (N, C, H, W); ``labels`` is int64 of shape (N,), each in
+    ``[0, len(class_names))``. Batches are index gathers: ``split.images[idx]``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(
+                f"images must be a uint8 tensor of shape (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}; check the reader for this dataset."
+            )
+        self.labels = self.labels.to(torch.int64)
+        if self.labels.dim() != 1 or len(self.labels) != len(self.images):
+            raise DataError(
+                f"image/label count mismatch: {len(self.images)} images but "
+                f"{self.labels.numel()} labels; the data files are inconsistent, "
+                "re-download or re-extract them."
+            )
+        if len(self.labels) and (
+            int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)
+        ):
+            raise DataError(
+                f"labels must lie in [0, {len(self.class_names)}), found "
+                f"[{int(self.labels.min())}, {int(self.labels.max())}]; the label file is corrupt."
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, indices: torch.Tensor) -> ImageSplit:
+        return ImageSplit(self.images[indices], self.labels[indices], list(self.class_names))
+
+
+@dataclass
+class RawDataset:
+    """What a reader returns: the official train and test splits."""
+
+    name: str
+    train: ImageSplit
+    test: ImageSplit
+    source: str = ""  # where it was read from, for the run record
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train.class_names != self.test.class_names:
+            raise DataError(
+                f"{self.name}: train and test splits have different classes; "
+                "the dataset folder is inconsistent."
+            )
+        if self.train.shape[0] != self.test.shape[0]:
+            raise DataError(f"{self.name}: train and test images have different channel counts.")
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+
+@dataclass
+class DataSplits:
+    """Train / validation / test. Validation is held out from train; test is only reported."""
+
+    name: str
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    source: str = ""
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.shape[0]
+
+
+def hold_out_validation(raw: RawDataset, fraction: float, seed: int) -> DataSplits:
+    """Split a seeded, stratified ``fraction`` of train off as validation.
+
+    Stratified so that every class keeps the same share in both parts; the permutation depends
+    only on ``seed`` (the split seed, kept separate from the training seed so every training
+    seed sees the same validation set).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {fraction}")
+    train = raw.train
+    if fraction == 0.0:
+        empty = train.subset(torch.zeros(0, dtype=torch.int64))
+        return DataSplits(raw.name, train, empty, raw.test, raw.source)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(train), generator=generator)
+    shuffled_labels = train.labels[order]
+    # stable sort by label keeps the random order inside each class
+    by_class = order[torch.sort(shuffled_labels, stable=True).indices]
+    counts = torch.bincount(train.labels, minlength=train.num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    n_val = torch.round(counts.double() * fraction).long()
+    rank_in_class = torch.arange(len(train)) - torch.repeat_interleave(starts, counts)
+    is_val = rank_in_class < torch.repeat_interleave(n_val, counts)
+    val_idx = torch.sort(by_class[is_val]).values
+    train_idx = torch.sort(by_class[~is_val]).values
+    return DataSplits(
+        raw.name, train.subset(train_idx), train.subset(val_idx), raw.test, raw.source
+    )

@@ -1,0 +1,58 @@
+"""Batches as index gathers over tensors that already live on the training device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from reffakd.data.dataset import ImageSplit
+
+
+@dataclass
+class Batch:
+    images: Tensor  # uint8 (B, C, H, W), on the device
+    labels: Tensor  # int64 (B,), on the device
+    indices: Tensor  # int64 (B,), positions in the split: the key for per-sample caches
+
+
+class BatchLoader:
+    """Iterate over a split in batches. The split is copied to ``device`` once.
+
+    Shuffling draws one permutation per epoch from ``generator`` (CPU), whose state the engine
+    checkpoints, so resumed runs see the same order.
+    """
+
+    def __init__(
+        self,
+        split: ImageSplit,
+        batch_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield Batch(self.images[idx], self.labels[idx], idx)

@@ -1,0 +1,293 @@
+"""The one training loop: train, evaluate, checkpoint, resume.
+
+The engine trains a *task*: an ``nn.Module`` with
+
+* ``forward_train(images, labels, indices, epoch) -> (outputs, {name: loss})`` — the losses are
+  summed for the backward pass and logged by name;
+* ``eval_sums(images, labels) -> {metric: sum over the batch}`` — turned into means per split;
+* ``learnable_parameters()`` — what the optimizer updates (a frozen teacher is not among them);
+* ``selection_metric`` / ``selection_mode`` — the validation metric that picks the best epoch.
+
+Checkpoint selection uses the validation split only; the test split is evaluated and reported
+each epoch but never drives a decision. Each epoch ends with an atomic checkpoint holding model,
+optimizer, scheduler, epoch, metric history and every RNG state, so ``resume`` continues
+bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from reffakd.config import OptimConfig
+from reffakd.data.augment import BatchTransform
+from reffakd.data.dataset import DataSplits, ImageSplit
+from reffakd.data.loader import BatchLoader
+from reffakd.errors import NonFiniteLossError, UserError
+from reffakd.rundir import RunDir
+from reffakd.utils import (
+    atomic_torch_save,
+    atomic_write_text,
+    capture_rng_state,
+    restore_rng_state,
+    write_json,
+)
+
+FAULT_ENV = "REFFAKD_FAULT_AFTER_EPOCH"  # testing hook: SIGKILL self after this epoch's checkpoint
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+@dataclass
+class Trainer:
+    """Runs ``task`` on ``splits`` with SGD + MultiStepLR, writing into ``run_dir``."""
+
+    task: nn.Module
+    splits: DataSplits
+    transform: BatchTransform
+    optim: OptimConfig
+    run_dir: RunDir
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True
+    desc: str = "train"
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.task.to(self.device)
+        self.optimizer = torch.optim.SGD(
+            list(self.task.learnable_parameters()),
+            lr=self.optim.lr,
+            momentum=self.optim.momentum,
+            weight_decay=self.optim.weight_decay,
+            nesterov=self.optim.nesterov,
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(self.optim.milestones), gamma=self.optim.gamma
+        )
+        self.data_generator = torch.Generator().manual_seed(self.seed)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 1
+
+    # ----------------------------------------------------------------- checkpointing
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format": "reffakd-checkpoint/1",
+            "epoch": epoch,
+            "model": self.task.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "rng": capture_rng_state(),
+            "data_generator": self.data_generator.get_state(),
+        }
+
+    def resume(self) -> None:
+        """Load ``last.pt`` and continue after its epoch."""
+        path = self.run_dir.last_checkpoint
+        state = load_checkpoint(path)
+        try:
+            self.task.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.data_generator.set_state(state["data_generator"])
+            restore_rng_state(state["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(
+                f"checkpoint {path} does not match this run ({first}); "
+                "it is corrupt or from another run: start a new run with a new --out."
+            ) from None
+        self.history = list(state["history"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        atomic_write_text(self.run_dir.metrics, lines)
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self) -> FitResult:
+        train_loader = BatchLoader(
+            self.splits.train,
+            self.optim.batch_size,
+            device=self.device,
+            shuffle=True,
+            generator=self.data_generator,
+        )
+        eval_loaders = {
+            name: BatchLoader(split, self.optim.eval_batch_size, device=self.device)
+            for name, split in (("val", self.splits.val), ("test", self.splits.test))
+            if len(split)
+        }
+        for epoch in range(self.start_epoch, self.optim.epochs + 1):
+            record = self.run_epoch(epoch, train_loader, eval_loaders)
+            self.history.append(record)
+            atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
+            if self._is_best(record):
+                atomic_torch_save(
+                    {"model": self.task.state_dict(), "epoch": epoch, "record": record},
+                    self.run_dir.best_checkpoint,
+                )
+            self._write_metrics()
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(record)
+            if os.environ.get(FAULT_ENV) == str(epoch):
+                os.kill(os.getpid(), signal.SIGKILL)
+        summary = summarize(self.history, *self.selection)
+        return FitResult(self.history, summary)
+
+    @property
+    def selection(self) -> tuple[str, str]:
+        metric = self.task.selection_metric
+        split = "val" if len(self.splits.val) else "train"
+        return f"{split}_{metric}", self.task.selection_mode
+
+    def _is_best(self, record: dict[str, Any]) -> bool:
+        key, mode = self.selection
+        values = [r[key] for r in self.history if key in r]
+        best = max(values) if mode == "max" else min(values)
+        return record.get(key) == best and values.index(best) == len(values) - 1
+
+    def run_epoch(
+        self, epoch: int, loader: BatchLoader, eval_loaders: dict[str, BatchLoader]
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        train = self.train_one_epoch(epoch, loader)
+        train_seconds = time.perf_counter() - started
+        self.scheduler.step()
+        record: dict[str, Any] = {"epoch": epoch, "lr": lr}
+        record.update({f"train_{k}": v for k, v in train.items()})
+        for name, eval_loader in eval_loaders.items():
+            metrics = self.evaluate(eval_loader)
+            record.update({f"{name}_{k}": v for k, v in metrics.items()})
+        record["train_seconds"] = round(train_seconds, 4)
+        record["seconds"] = round(time.perf_counter() - started, 4)
+        return record
+
+    def train_one_epoch(self, epoch: int, loader: BatchLoader) -> dict[str, float]:
+        self.task.train()
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        bar = tqdm(
+            loader,
+            desc=f"{self.desc} {epoch}/{self.optim.epochs}",
+            disable=not self.progress,
+            leave=False,
+            mininterval=0.5,
+            dynamic_ncols=True,
+        )
+        for step, batch in enumerate(bar):
+            images = self.transform(batch.images, train=True, generator=self.data_generator)
+            outputs, losses = self.task.forward_train(images, batch.labels, batch.indices, epoch)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({float(loss)}) at epoch {epoch}, step {step}; "
+                    f"the last good checkpoint is kept in {self.run_dir.checkpoints}. "
+                    "Lower the learning rate or check the inputs."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.task.after_step(outputs, batch.labels, epoch)
+            count = len(batch.labels)
+            seen += count
+            batch_sums = {"loss": loss.detach() * count}
+            batch_sums.update({k: v.detach() * count for k, v in losses.items()})
+            batch_sums.update(self.task.train_sums(outputs.detach(), batch.labels))
+            for key, value in batch_sums.items():
+                sums[key] = sums.get(key, 0) + value
+            if self.progress and step % 20 == 0:
+                bar.set_postfix(self._postfix(sums, seen), refresh=False)
+        bar.close()
+        return {k: round(float(v) / max(seen, 1), 6) for k, v in sums.items()}
+
+    @staticmethod
+    def _postfix(sums: dict[str, torch.Tensor], seen: int) -> dict[str, str]:
+        shown = {"loss": f"{float(sums['loss']) / seen:.4f}"}
+        if "top1" in sums:
+            shown["acc"] = f"{float(sums['top1']) / seen:.2f}"
+        return shown
+
+    @torch.no_grad()
+    def evaluate(self, loader: BatchLoader) -> dict[str, float]:
+        return evaluate_task(self.task, loader, self.transform)
+
+
+@torch.no_grad()
+def evaluate_task(
+    task: nn.Module, loader: BatchLoader, transform: BatchTransform
+) -> dict[str, float]:
+    """Mean of ``task.eval_sums`` over a split, in eval mode and without augmentation."""
+    was_training = task.training
+    task.eval()
+    sums: dict[str, torch.Tensor] = {}
+    seen = 0
+    for batch in loader:
+        images = transform(batch.images, train=False)
+        for key, value in task.eval_sums(images, batch.labels).items():
+            sums[key] = sums.get(key, 0) + value
+        seen += len(batch.labels)
+    task.train(was_training)
+    return {k: round(float(v) / max(seen, 1), 6) for k, v in sums.items()}
+
+
+def summarize(history: list[dict[str, Any]], key: str, mode: str) -> dict[str, Any]:
+    """Best-on-validation epoch and last epoch, with every metric of both."""
+    if not history:
+        return {}
+    scored = [r for r in history if key in r and not math.isnan(r[key])]
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda r: r[key]) if scored else history[-1]
+    last = history[-1]
+    return {
+        "selection_metric": key,
+        "selection_mode": mode,
+        "epochs": last["epoch"],
+        "best_epoch": best["epoch"],
+        "best": {k: v for k, v in best.items() if k != "epoch"},
+        "last": {k: v for k, v in last.items() if k != "epoch"},
+        "train_seconds_total": round(sum(r.get("train_seconds", 0.0) for r in history), 3),
+        "seconds_total": round(sum(r.get("seconds", 0.0) for r in history), 3),
+    }
+
+
+def load_checkpoint(path) -> dict[str, Any]:
+    """Load a checkpoint written by the engine; unreadable files raise UserError."""
+    if not path.exists():
+        raise UserError(f"no checkpoint at {path}; there is nothing to resume in this directory.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "model" not in state:
+            raise ValueError("not a reffakd checkpoint")
+    except Exception as exc:
+        raise UserError(
+            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); "
+            "delete the run directory and start again, or restore the file from a backup."
+        ) from None
+    return state
+
+
+def write_summary(run_dir: RunDir, summary: dict[str, Any]) -> None:
+    write_json(run_dir.summary, summary)
+
+
+def split_sizes(splits: DataSplits) -> dict[str, int]:
+    parts: dict[str, ImageSplit] = {"train": splits.train, "val": splits.val, "test": splits.test}
+    return {name: len(split) for name, split in parts.items()}

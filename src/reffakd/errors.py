@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything the user can fix (bad paths, corrupt files, unknown names, mismatched shapes) raises
+:class:`UserError`. The CLI prints its message on one line and exits with code 2, without a
+traceback. Programming errors are left as ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input. The message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """Missing, truncated or inconsistent dataset files."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""

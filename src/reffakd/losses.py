@@ -1,0 +1,312 @@
+"""Distillation losses as pure functions.
+
+Every function takes logits of shape ``(B, C)`` (batch, classes), holds no state and reads no
+global configuration. Reductions are explicit arguments; nothing relies on a PyTorch default.
+
+Conventions
+-----------
+* ``KL(p || q) = sum_c p_c (log p_c - log q_c)``; the teacher (target) is always ``p``.
+* Temperatures divide logits: ``softmax(z / T)``.
+* Class-level teacher signals (ReffAKD's autoencoder soft labels, label smoothing, the Tf-KD
+  virtual teacher) are probability rows; :func:`probs_to_logits` turns them into
+  log-probabilities so they can feed the logit losses (with ``teacher_temperature=1.0``
+  ``softmax(log p) == p``, i.e. the row is used as is).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "Reduction",
+    "dist",
+    "dkd",
+    "kd_kl",
+    "probs_to_logits",
+    "soft_cross_entropy",
+    "standardize_logits",
+    "warmup_factor",
+]
+
+Reduction = Literal["batchmean", "mean", "sum", "none"]
+_REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_temperature(name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_logits(name: str, x: Tensor) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must have shape (B, C), got {tuple(x.shape)}")
+
+
+def _check_pair(a_name: str, a: Tensor, b_name: str, b: Tensor) -> None:
+    _check_logits(a_name, a)
+    _check_logits(b_name, b)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{a_name} and {b_name} must have the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def probs_to_logits(probs: Tensor, eps: float = 1e-12) -> Tensor:
+    """Log-probabilities usable as logits: ``log(max(p, eps))``.
+
+    ``softmax(probs_to_logits(p)) == p`` for any probability row ``p`` whose entries are all
+    ``>= eps`` (zeros become ``eps`` before the log, so the result is finite).
+    """
+    return torch.log(probs.clamp_min(eps))
+
+
+def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Logit standardisation (Sun et al., CVPR 2024), per row (last dimension)::
+
+        Z(z) = (z - mean(z)) / (std(z) + eps)
+
+    ``std`` is the *unbiased* (Bessel-corrected, ``C - 1``) standard deviation, as in the
+    official implementation (``logit.std(dim=-1)``), so each output row has mean 0 and unbiased
+    std 1 (up to ``eps``). The result is invariant to adding a constant to a row and, up to
+    ``eps``, to multiplying a row by a positive constant. Needs at least 2 classes.
+    """
+    if logits.ndim < 1 or logits.shape[-1] < 2:
+        raise ValueError(f"standardize_logits needs >= 2 classes, got shape {tuple(logits.shape)}")
+    mean = logits.mean(dim=-1, keepdim=True)
+    std = logits.std(dim=-1, keepdim=True)  # unbiased, as the reference implementation
+    return (logits - mean) / (std + eps)
+
+
+def warmup_factor(epoch: int, warmup_epochs: int) -> float:
+    """DKD's linear warm-up: ``min(epoch / warmup_epochs, 1)``, ``epoch`` counted from 1.
+
+    Returns 1.0 when ``warmup_epochs <= 0`` (no warm-up). With ``warmup_epochs = 20`` epoch 1
+    gives 0.05 and epochs >= 20 give 1.0, as in mdistiller (``min(epoch / warmup, 1.0)``).
+    """
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0 (counted from 1), got {epoch}")
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(epoch / warmup_epochs, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# KL / cross-entropy
+# --------------------------------------------------------------------------------------------
+
+
+def kd_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    *,
+    teacher_temperature: float | None = None,
+    reduction: Reduction = "batchmean",
+    t_squared: bool = True,
+) -> Tensor:
+    """Hinton KD: ``T^2 * KL(softmax(t / T_t) || softmax(z / T))``.
+
+    With ``p = softmax(t / T_t)`` (teacher) and ``q = softmax(z / T)`` (student) the per-sample
+    divergence is ``KL_i = sum_c p_ic (log p_ic - log q_ic)`` (``0 log 0 = 0``), and
+
+    * ``'batchmean'``: ``sum_i KL_i / B`` -- the true KL averaged over the batch (default);
+    * ``'mean'``: ``sum_ic [...] / (B * C)`` -- PyTorch's elementwise mean, exactly
+      ``'batchmean' / C``. This is what ``nn.KLDivLoss()`` with its default reduction computes,
+      which the reference implementations use; offered only to reproduce their hyper-parameters
+      (their effective KD weight is ``C`` times smaller than it looks);
+    * ``'sum'``: ``sum_i KL_i``;
+    * ``'none'``: the per-sample vector ``(KL_i)``, shape ``(B,)``.
+
+    ``teacher_temperature=None`` uses ``T`` on both sides. Pass ``1.0`` to soften only the
+    student (ReffAKD: the autoencoder soft-label row is used as is; its ``teacher_logits`` are
+    log-probabilities, see :func:`probs_to_logits`). ``t_squared`` multiplies by ``T**2``, the
+    *student* temperature. The teacher side is a constant target: it is detached, so gradients
+    reach ``student_logits`` only.
+    """
+    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits)
+    _check_reduction(reduction)
+    _check_temperature("temperature", temperature)
+    t_teacher = temperature if teacher_temperature is None else teacher_temperature
+    _check_temperature("teacher_temperature", t_teacher)
+
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    log_p = F.log_softmax(teacher_logits.detach() / t_teacher, dim=1)
+    # elementwise p * (log p - log q), computed from log p (exact zeros give 0 * ... = 0).
+    pointwise = F.kl_div(log_q, log_p, reduction="none", log_target=True)
+
+    batch, classes = pointwise.shape
+    if reduction == "none":
+        loss = pointwise.sum(dim=1)
+    elif reduction == "sum":
+        loss = pointwise.sum()
+    elif reduction == "batchmean":
+        loss = pointwise.sum() / batch
+    else:  # "mean": PyTorch's elementwise mean
+        loss = pointwise.sum() / (batch * classes)
+    if t_squared:
+        loss = loss * (temperature**2)
+    return loss
+
+
+def soft_cross_entropy(
+    student_logits: Tensor,
+    target_probs: Tensor,
+    *,
+    temperature: float = 1.0,
+    reduction: Reduction = "batchmean",
+) -> Tensor:
+    """Cross-entropy against soft targets: ``CE_i = -sum_c p_ic log softmax(z_i / T)_c``.
+
+    * ``'batchmean'`` and ``'mean'`` are the same here: the per-sample average
+      ``sum_i CE_i / B`` (like ``F.cross_entropy``'s ``'mean'`` with probability targets);
+      there is no division by ``C``;
+    * ``'sum'``: ``sum_i CE_i``;
+    * ``'none'``: ``(CE_i)``, shape ``(B,)``.
+
+    No ``T^2`` factor is applied. ``target_probs`` rows should sum to 1; they are not
+    renormalised, and they are detached (gradients reach ``student_logits`` only). With one-hot
+    targets and ``T = 1`` this equals ``F.cross_entropy``.
+    """
+    _check_pair("student_logits", student_logits, "target_probs", target_probs)
+    _check_reduction(reduction)
+    _check_temperature("temperature", temperature)
+
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    per_sample = -(target_probs.detach() * log_q).sum(dim=1)
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample.sum() / per_sample.shape[0]
+
+
+# --------------------------------------------------------------------------------------------
+# DKD
+# --------------------------------------------------------------------------------------------
+
+
+def dkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> tuple[Tensor, Tensor]:
+    """Decoupled KD (Zhao et al., CVPR 2022). Returns ``(alpha * TCKD, beta * NCKD)``.
+
+    With ``p = softmax(z / T)`` and target class ``y``:
+
+    * binary distributions ``b = [p_y, 1 - p_y]`` (target vs. all non-target mass);
+      ``TCKD = T^2 / B * sum_i KL(b^teacher_i || b^student_i)``;
+    * ``p_hat = softmax over the non-target classes only`` (``p_hat_c = p_c / (1 - p_y)``,
+      ``c != y``); ``NCKD = T^2 / B * sum_i KL(p_hat^teacher_i || p_hat^student_i)``.
+
+    Both terms are ``T^2``-scaled and averaged over the batch (true KL, summed over classes,
+    divided by ``B``), as in mdistiller's ``dkd_loss``. The caller applies the warm-up factor
+    (:func:`warmup_factor`) and the cross-entropy term. The teacher is detached.
+
+    Numerics: mdistiller forms ``b`` from summed softmax probabilities and takes ``log`` (which
+    gives ``-inf``/NaN once ``p_y`` underflows), and forms ``p_hat`` as
+    ``softmax(z / T - 1000 * onehot(y))`` (the 1000 is subtracted *after* dividing by ``T``).
+    Here ``log b`` comes from ``log_softmax`` + ``logsumexp`` and ``p_hat`` is a softmax over
+    the ``C - 1`` non-target logits, which is the same quantity without the ``exp(-1000)``
+    leak; results agree with mdistiller to float precision on ordinary inputs.
+    """
+    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits)
+    _check_temperature("temperature", temperature)
+    batch, classes = student_logits.shape
+    if classes < 2:
+        raise ValueError(f"dkd needs >= 2 classes, got {classes}")
+    labels = labels.reshape(-1)
+    if labels.numel() != batch:
+        raise ValueError(f"labels must have {batch} entries, got shape {tuple(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    labels = labels.long()
+
+    gt_mask = torch.zeros_like(student_logits, dtype=torch.bool)
+    gt_mask.scatter_(1, labels.unsqueeze(1), True)
+
+    def binary_and_rest(logits: Tensor) -> tuple[Tensor, Tensor]:
+        scaled = logits / temperature
+        log_p = F.log_softmax(scaled, dim=1)
+        log_p_target = log_p.gather(1, labels.unsqueeze(1))  # (B, 1)
+        log_p_other = torch.logsumexp(log_p.masked_fill(gt_mask, float("-inf")), dim=1)
+        log_b = torch.cat([log_p_target, log_p_other.unsqueeze(1)], dim=1)  # (B, 2)
+        rest = scaled[~gt_mask].reshape(batch, classes - 1)  # non-target logits, class order
+        return log_b, F.log_softmax(rest, dim=1)
+
+    log_b_s, log_hat_s = binary_and_rest(student_logits)
+    log_b_t, log_hat_t = binary_and_rest(teacher_logits.detach())
+
+    scale = temperature**2 / batch
+    tckd = F.kl_div(log_b_s, log_b_t, reduction="sum", log_target=True) * scale
+    nckd = F.kl_div(log_hat_s, log_hat_t, reduction="sum", log_target=True) * scale
+    return alpha * tckd, beta * nckd
+
+
+# --------------------------------------------------------------------------------------------
+# DIST
+# --------------------------------------------------------------------------------------------
+
+
+def _pearson_rows(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Row-wise Pearson correlation: cosine of the mean-centred rows, ``eps`` in the denominator.
+
+    ``pearson(a, b) = <a - mean a, b - mean b> / (||a - mean a|| * ||b - mean b|| + eps)``.
+    """
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """DIST (Huang et al., NeurIPS 2022). Returns ``(beta * inter, gamma * intra)``.
+
+    With ``Y_s = softmax(z / T)``, ``Y_t = softmax(t / T)`` (shape ``(B, C)``) and
+    ``pearson(a, b) = <a - mean a, b - mean b> / (||a - mean a|| ||b - mean b|| + 1e-8)``:
+
+    * ``inter = T^2 * (1 - mean_i pearson(Y_s[i, :], Y_t[i, :]))`` (per sample, over classes);
+    * ``intra = T^2 * (1 - mean_c pearson(Y_s[:, c], Y_t[:, c]))`` (per class, over the batch).
+
+    A row or column with zero variance (uniform prediction, or ``B = 1`` for ``intra``) has
+    correlation 0, i.e. contributes 1 to the loss, with zero gradient, as in the reference code.
+    The teacher is detached.
+    """
+    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits)
+    _check_temperature("temperature", temperature)
+    y_s = F.softmax(student_logits / temperature, dim=1)
+    y_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
+    scale = temperature**2
+    inter = scale * (1.0 - _pearson_rows(y_s, y_t).mean())
+    intra = scale * (1.0 - _pearson_rows(y_s.t(), y_t.t()).mean())
+    return beta * inter, gamma * intra

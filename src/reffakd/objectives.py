@@ -1,0 +1,186 @@
+"""Training objectives: a logit loss from :mod:`reffakd.losses` plus its weights.
+
+An objective maps ``(student_logits, labels, teacher_signal, epoch)`` to named loss terms. It is
+the "loss" half of a method (source × loss). Options are validated by the constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from reffakd import losses
+from reffakd.errors import UserError
+from reffakd.registry import Registry
+from reffakd.sources import TeacherSignal
+
+
+class Objective:
+    needs_signal = True
+
+    def __call__(
+        self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _signal(self, signal: TeacherSignal | None) -> TeacherSignal:
+        if signal is None:
+            raise UserError(f"loss {type(self).__name__} needs a teacher signal (--source).")
+        return signal
+
+
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry("loss")
+
+
+def build_objective(name: str, options: dict[str, Any]) -> Objective:
+    factory = OBJECTIVES.get(name)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise UserError(f"bad options for loss {name!r}: {exc}") from None
+
+
+def _check_alpha(alpha: float) -> float:
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha
+
+
+@OBJECTIVES.register("ce")
+class CrossEntropy(Objective):
+    """Plain cross-entropy on the hard labels; ignores any teacher signal."""
+
+    needs_signal = False
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, logits, labels, signal, epoch):
+        return {"ce": F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)}
+
+
+@OBJECTIVES.register("kd")
+class KnowledgeDistillation(Objective):
+    """(1 - alpha) CE(z, y) + alpha T² KL(softmax(t/T_t) || softmax(z/T)).
+
+    ``teacher_temperature`` None: the same T on both sides (Hinton). ReffAKD uses 1.0: the
+    AESL row is taken as is and only the student is softened (METHODS §2.7). ``reduction`` is
+    ``batchmean`` (true KL) or ``mean`` (the reference code's KLDivLoss() default, KL / C).
+    ``standardize`` applies logit standardisation to both sides first.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.9,
+        temperature: float = 4.0,
+        teacher_temperature: float | None = None,
+        reduction: str = "batchmean",
+        standardize: bool = False,
+    ) -> None:
+        if reduction not in ("batchmean", "mean"):
+            raise UserError(f"KD reduction must be batchmean or mean, got {reduction!r}")
+        if temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {temperature}")
+        self.alpha = _check_alpha(alpha)
+        self.temperature = temperature
+        self.teacher_temperature = teacher_temperature
+        self.reduction = reduction
+        self.standardize = standardize
+
+    def __call__(self, logits, labels, signal, epoch):
+        signal = self._signal(signal)
+        student, teacher = logits, signal.logits
+        if self.standardize:
+            student = losses.standardize_logits(student)
+            if not signal.class_level:
+                teacher = losses.standardize_logits(teacher)
+        kd = losses.kd_kl(
+            student,
+            teacher,
+            self.temperature,
+            teacher_temperature=self.teacher_temperature,
+            reduction=self.reduction,  # type: ignore[arg-type]
+        )
+        return {
+            "ce": (1.0 - self.alpha) * F.cross_entropy(logits, labels),
+            "kd": self.alpha * kd,
+        }
+
+
+@OBJECTIVES.register("soft_ce")
+class SoftTargetCrossEntropy(Objective):
+    """-Σ_c p_c log softmax(z)_c with p the teacher's distribution (label smoothing's loss)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+
+    def __call__(self, logits, labels, signal, epoch):
+        signal = self._signal(signal)
+        target = (signal.logits / self.temperature).softmax(dim=1)
+        return {"soft_ce": losses.soft_cross_entropy(logits, target)}
+
+
+@OBJECTIVES.register("dkd")
+class DecoupledKD(Objective):
+    """CE + w(epoch) (alpha TCKD + beta NCKD), w a linear warm-up over ``warmup`` epochs."""
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 8.0,
+        temperature: float = 4.0,
+        warmup: int = 20,
+        ce_weight: float = 1.0,
+    ) -> None:
+        self.alpha, self.beta, self.temperature = alpha, beta, temperature
+        self.warmup, self.ce_weight = warmup, ce_weight
+
+    def __call__(self, logits, labels, signal, epoch):
+        signal = self._signal(signal)
+        tckd, nckd = losses.dkd(
+            logits,
+            signal.logits,
+            labels,
+            alpha=self.alpha,
+            beta=self.beta,
+            temperature=self.temperature,
+        )
+        w = losses.warmup_factor(epoch, self.warmup)
+        return {
+            "ce": self.ce_weight * F.cross_entropy(logits, labels),
+            "tckd": w * tckd,
+            "nckd": w * nckd,
+        }
+
+
+@OBJECTIVES.register("dist")
+class DISTObjective(Objective):
+    """CE + beta inter-class + gamma intra-class Pearson terms (DIST)."""
+
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        temperature: float = 1.0,
+        ce_weight: float = 1.0,
+    ) -> None:
+        self.beta, self.gamma, self.temperature, self.ce_weight = (
+            beta,
+            gamma,
+            temperature,
+            ce_weight,
+        )
+
+    def __call__(self, logits, labels, signal, epoch):
+        signal = self._signal(signal)
+        inter, intra = losses.dist(
+            logits, signal.logits, beta=self.beta, gamma=self.gamma, temperature=self.temperature
+        )
+        return {
+            "ce": self.ce_weight * F.cross_entropy(logits, labels),
+            "inter": inter,
+            "intra": intra,
+        }

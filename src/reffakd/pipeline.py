@@ -1,0 +1,380 @@
+"""End-to-end jobs: data -> models -> teacher signal -> loss -> engine.
+
+``make_soft_labels`` trains the autoencoder and computes AESL; ``train_student`` trains a student
+with any method. Both write a self-contained run directory and can resume.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reffakd import __version__
+from reffakd.aesl import (
+    SoftLabels,
+    class_similarity,
+    entropy_bits,
+    sample_per_class,
+    save_heatmap,
+    soft_labels_from_similarity,
+    weights_hash,
+)
+from reffakd.config import (
+    AugmentConfig,
+    DataConfig,
+    SoftLabelConfig,
+    TrainConfig,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+)
+from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
+from reffakd.data.catalog import DatasetSpec, get_spec, load_dataset
+from reffakd.data.dataset import DataSplits, hold_out_validation
+from reffakd.engine import Trainer, load_checkpoint, write_summary
+from reffakd.errors import UserError
+from reffakd.methods import resolve_method
+from reffakd.models import build_model
+from reffakd.objectives import OBJECTIVES, build_objective
+from reffakd.plots import plot_curves
+from reffakd.rundir import RunDir
+from reffakd.sources import SOURCES, SourceContext, build_source
+from reffakd.tasks import Distiller, Reconstruction
+from reffakd.utils import resolve_device, seed_everything
+
+
+@dataclass
+class PreparedData:
+    spec: DatasetSpec
+    splits: DataSplits
+    image_size: int
+    mean: list[float]
+    std: list[float]
+
+
+def prepare_data(config: DataConfig) -> PreparedData:
+    """Load a dataset, hold out validation, and compute normalisation from the train part."""
+    spec = get_spec(config.name)
+    raw = load_dataset(config.name, data_dir=config.data_dir, download=config.download)
+    splits = hold_out_validation(raw, config.val_fraction, config.split_seed)
+    mean, std = channel_stats(splits.train.images)
+    image_size = config.image_size or spec.default_image_size
+    return PreparedData(spec, splits, image_size, mean, std)
+
+
+def augment_policy(spec: DatasetSpec, config: AugmentConfig) -> AugmentPolicy:
+    """The dataset's default policy with any explicitly set field replaced."""
+    if not config.enabled:
+        return AugmentPolicy()
+    defaults = spec.augment
+    return AugmentPolicy(
+        crop_padding=int(_pick(config.crop_padding, defaults.get("crop_padding", 0))),
+        flip=bool(_pick(config.flip, defaults.get("flip", False))),
+        rotation=float(_pick(config.rotation, defaults.get("rotation", 0.0))),
+    )
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def open_run(out: Path, resume: bool, what: str) -> RunDir:
+    """Lock ``out``; refuse to start a new run over an existing one."""
+    run_dir = RunDir(out)
+    if not resume and run_dir.holds_run():
+        raise UserError(
+            f"{out} already holds a {what} run; continue it with --resume {out}, "
+            "or choose a new --out."
+        )
+    run_dir.lock()
+    return run_dir
+
+
+# ---------------------------------------------------------------------------- soft labels
+def make_soft_labels(
+    config: SoftLabelConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    data: PreparedData | None = None,
+) -> SoftLabels:
+    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``."""
+    out = Path(out)
+    if resume and (out / "soft_labels.pt").exists() and (out / "summary.json").exists():
+        return SoftLabels.load(out / "soft_labels.pt")
+    data = data or prepare_data(config.data)
+    device = resolve_device(config.device)
+    run_dir = open_run(out, resume and RunDir(out).holds_run(), "soft-label")
+    try:
+        return _make_soft_labels_locked(config, run_dir, data, device)
+    finally:
+        run_dir.unlock()
+
+
+def _make_soft_labels_locked(
+    config: SoftLabelConfig, run_dir: RunDir, data: PreparedData, device: torch.device
+) -> SoftLabels:
+    seed_everything(config.seed)
+    in_channels = data.splits.in_channels
+    ae = build_model("cae", data.splits.num_classes, in_channels, data.image_size)
+    transform = BatchTransform(
+        data.image_size,
+        [0.0] * in_channels,
+        [1.0] * in_channels,
+        augment_policy(data.spec, config.augment),
+    )
+    from reffakd.utils import atomic_write_text
+
+    atomic_write_text(run_dir.config, dump_yaml(config))
+    trainer = Trainer(
+        Reconstruction(ae),
+        data.splits,
+        transform,
+        config.optim,
+        run_dir,
+        seed=config.seed,
+        device=device,
+        progress=config.progress,
+        desc="autoencoder",
+    )
+    if run_dir.last_checkpoint.exists():
+        trainer.resume()
+    started = time.perf_counter()
+    result = trainer.fit()
+    train_seconds = time.perf_counter() - started
+    best = load_checkpoint(run_dir.best_checkpoint)
+    ae.load_state_dict(best["model"])
+    started = time.perf_counter()
+    labels = _aesl_from_autoencoder(config, ae, data, transform, device)
+    labels.meta.update(
+        ae_epochs=config.optim.epochs,
+        ae_best_epoch=result.summary["best_epoch"],
+        reconstruction_mse_val=result.summary["best"].get("val_mse"),
+        reconstruction_mse_last=result.summary["last"].get("val_mse"),
+        ae_train_seconds=round(train_seconds, 3),
+        soft_label_seconds=round(time.perf_counter() - started, 4),
+    )
+    labels.save(run_dir.path / "soft_labels.pt")
+    save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {data.spec.name}")
+    plot_curves(result.history, run_dir.path / "curves.png", ["train_mse", "val_mse", "test_mse"])
+    summary = {**result.summary, "soft_labels": labels.meta}
+    write_summary(run_dir, summary)
+    return labels
+
+
+@torch.no_grad()
+def embed(
+    ae: torch.nn.Module,
+    images: torch.Tensor,
+    transform: BatchTransform,
+    device: torch.device,
+    batch_size: int = 500,
+) -> torch.Tensor:
+    """Encoder embeddings in eval mode, without augmentation (METHODS §2.3 decision)."""
+    ae.eval()
+    parts = []
+    for start in range(0, len(images), batch_size):
+        x = transform(images[start : start + batch_size].to(device), train=False)
+        parts.append(ae.encode(x).cpu())
+    return torch.cat(parts)
+
+
+def _aesl_from_autoencoder(
+    config: SoftLabelConfig,
+    ae: torch.nn.Module,
+    data: PreparedData,
+    transform: BatchTransform,
+    device: torch.device,
+) -> SoftLabels:
+    train = data.splits.train
+    chosen = sample_per_class(
+        train.labels, config.samples_per_class, config.seed, train.num_classes
+    )
+    embeddings = embed(ae, train.images[chosen], transform, device)
+    similarity = class_similarity(embeddings, train.labels[chosen], train.num_classes)
+    boost = data.spec.aesl_boost if config.boost is None else config.boost
+    table = soft_labels_from_similarity(similarity, boost, config.temperature)
+    meta = {
+        "dataset": data.spec.name,
+        "class_names": list(train.class_names),
+        "seed": config.seed,
+        "samples_per_class": config.samples_per_class,
+        "boost": boost,
+        "temperature": config.temperature,
+        "embedding_dim": int(embeddings.shape[1]),
+        "ae_weights_sha256": weights_hash(ae.state_dict()),
+        "entropy_bits": round(entropy_bits(table), 6),
+        "reffakd_version": __version__,
+    }
+    return SoftLabels(table, similarity.to(torch.float32), meta)
+
+
+# ---------------------------------------------------------------------------- students
+def validate_names(config: TrainConfig) -> None:
+    """Fail fast, before any data is read or file written, on unknown names."""
+    get_spec(config.data.name)
+    method = resolve_method(config.method, config.source, config.loss)
+    if method.source is not None:
+        SOURCES.get(method.source)
+    OBJECTIVES.get(method.loss)
+    if ":" not in config.student:
+        from reffakd.models import MODELS
+
+        MODELS.get(config.student)
+
+
+def load_run_config(run: Path) -> TrainConfig:
+    path = Path(run) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{run} is not a run directory (no config.yaml); check the path.")
+    return from_dict(TrainConfig, load_yaml(path))
+
+
+def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train ``config.student`` with ``config.method``; returns the run summary."""
+    out = Path(out)
+    validate_names(config)
+    data = prepare_data(config.data)
+    device = resolve_device(config.device)
+    run_dir = open_run(out, resume, "training")
+    try:
+        return _train_locked(config, run_dir, data, device, resume)
+    finally:
+        run_dir.unlock()
+
+
+def _train_locked(
+    config: TrainConfig, run_dir: RunDir, data: PreparedData, device: torch.device, resume: bool
+) -> dict[str, Any]:
+    from reffakd.utils import atomic_write_text
+
+    if resume and run_dir.is_complete():
+        import json
+
+        return json.loads(run_dir.summary.read_text())
+    atomic_write_text(run_dir.config, dump_yaml(config))
+    method = resolve_method(config.method, config.source, config.loss)
+    splits = data.splits
+    seed_everything(config.seed)
+    student = build_model(config.student, splits.num_classes, splits.in_channels, data.image_size)
+    phases: dict[str, float] = {}
+    context = SourceContext(
+        dataset=data.spec.name,
+        num_classes=splits.num_classes,
+        class_names=list(splits.class_names),
+        in_channels=splits.in_channels,
+        image_size=data.image_size,
+        run_dir=run_dir.path,
+        device=device,
+        make_soft_labels=lambda: _inline_soft_labels(config, run_dir, data, phases),
+    )
+    source = None
+    if method.source is not None:
+        started = time.perf_counter()
+        source = build_source(method.source, method.source_options, context)
+        phases.setdefault("teacher_signal_seconds", round(time.perf_counter() - started, 3))
+    _keep_soft_labels(context, run_dir)
+    objective = build_objective(method.loss, method.loss_options)
+    task = Distiller(student, source, objective)
+    transform = BatchTransform(
+        data.image_size, data.mean, data.std, augment_policy(data.spec, config.augment)
+    )
+    seed_everything(config.seed)
+    trainer = Trainer(
+        task,
+        splits,
+        transform,
+        config.optim,
+        run_dir,
+        seed=config.seed,
+        device=device,
+        progress=config.progress,
+        desc=f"{config.method} {config.student}",
+    )
+    if resume and run_dir.last_checkpoint.exists():
+        trainer.resume()
+    result = trainer.fit()
+    plot_curves(
+        result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
+    )
+    summary = {
+        **result.summary,
+        "method": method.__dict__,
+        "student": config.student,
+        "student_parameters": sum(p.numel() for p in student.parameters()),
+        "dataset": data.spec.name,
+        "data_source": splits.source,
+        "split_sizes": {
+            "train": len(splits.train),
+            "val": len(splits.val),
+            "test": len(splits.test),
+        },
+        "seed": config.seed,
+        "device": str(device),
+        "phases": phases,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "reffakd_version": __version__,
+    }
+    write_summary(run_dir, summary)
+    return summary
+
+
+def _inline_soft_labels(
+    config: TrainConfig, run_dir: RunDir, data: PreparedData, phases: dict[str, float]
+) -> SoftLabels:
+    """AESL made inside the student's run directory (``ae/``), reused on resume."""
+    ae_config = replace(
+        config.ae,
+        data=config.data,
+        seed=config.seed,
+        device=config.device,
+        progress=config.progress,
+    )
+    started = time.perf_counter()
+    labels = make_soft_labels(ae_config, run_dir.path / "ae", resume=True, data=data)
+    phases["soft_labels_seconds"] = round(time.perf_counter() - started, 3)
+    return labels
+
+
+def _keep_soft_labels(context: SourceContext, run_dir: RunDir) -> None:
+    labels: SoftLabels | None = context.extra.get("soft_labels")
+    if labels is None:
+        return
+    target = run_dir.path / "soft_labels.pt"
+    labels.save(target)
+    heatmap = run_dir.path / "ae" / "soft_labels.png"
+    if heatmap.exists():
+        shutil.copyfile(heatmap, run_dir.path / "soft_labels.png")
+    else:
+        save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {context.dataset}")
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """Best-on-validation and last-epoch accuracy in one line."""
+
+    def accuracy(record: dict[str, Any], split: str) -> str:
+        return f"{record.get(f'{split}_top1', float('nan')):.2f}%"
+
+    best, last = summary["best"], summary["last"]
+    return (
+        f"best epoch {summary['best_epoch']}: val {accuracy(best, 'val')} "
+        f"test {accuracy(best, 'test')} | last epoch {summary['epochs']}: "
+        f"val {accuracy(last, 'val')} test {accuracy(last, 'test')}"
+    )
+
+
+__all__ = [
+    "PreparedData",
+    "make_soft_labels",
+    "prepare_data",
+    "train_student",
+    "load_run_config",
+    "summary_line",
+]

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny datasets written in the real on-disk formats."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+
+def write_idx_images(path: Path, images: torch.Tensor, compress: bool = True) -> None:
+    n, h, w = images.shape
+    payload = struct.pack(">IIII", 2051, n, h, w) + images.numpy().tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def write_idx_labels(path: Path, labels: torch.Tensor, compress: bool = True) -> None:
+    payload = struct.pack(">II", 2049, len(labels)) + labels.to(torch.uint8).numpy().tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def make_class_images(labels: torch.Tensor, size: int = 28, seed: int = 0) -> torch.Tensor:
+    """Noisy images whose bright block position depends on the class: learnable in an epoch."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 60, (len(labels), size, size), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 4)
+        images[i, 2 + row * 8 : 8 + row * 8, 2 + col * 6 : 7 + col * 6] = 230
+    return images
+
+
+def write_tiny_idx_dataset(root: Path, n_train: int = 300, n_test: int = 100) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        labels = torch.arange(n) % 10
+        write_idx_images(
+            root / f"{prefix}-images-idx3-ubyte.gz", make_class_images(labels, seed=seed)
+        )
+        write_idx_labels(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path, monkeypatch):
+    """No downloads, no real data and a private cache for every test."""
+    monkeypatch.setenv("REFFAKD_NO_DOWNLOAD", "1")
+    monkeypatch.delenv("REFFAKD_DATA", raising=False)
+    monkeypatch.setenv("REFFAKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data root holding a tiny Fashion-MNIST in IDX .gz format."""
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_idx_dataset(root / "fashion-mnist")
+    return root

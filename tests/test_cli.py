@@ -1,0 +1,327 @@
+"""The CLI end to end on tiny data, every bad input, and interrupted-then-resumed training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from reffakd.cli import main
+
+FAST = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--no-progress",
+    "--set",
+    "optim.milestones=[1]",
+    "--set",
+    "optim.eval_batch_size=200",
+]
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--student",
+        "lenet5",
+        "--out",
+        str(out),
+        *FAST,
+        *extra,
+    ]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "reffakd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+    )
+
+
+def assert_one_line_error(result, capsys=None, pattern: str = "") -> str:
+    err = result.stderr if capsys is None else capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("reffakd: error:")
+    assert pattern.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def test_soft_labels_then_reffakd_student(tiny_data, tmp_path, capsys):
+    sl_dir = tmp_path / "sl"
+    code = main(
+        [
+            "soft-labels",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(tiny_data),
+            "--out",
+            str(sl_dir),
+            "--epochs",
+            "1",
+            "-k",
+            "5",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert (sl_dir / "soft_labels.png").stat().st_size > 1000
+    payload = torch.load(sl_dir / "soft_labels.pt", weights_only=True)
+    table, meta = payload["soft_labels"], payload["meta"]
+    assert table.shape == (10, 10)
+    assert torch.allclose(table.sum(1), torch.ones(10), atol=1e-5)
+    for key in (
+        "dataset",
+        "class_names",
+        "seed",
+        "samples_per_class",
+        "boost",
+        "temperature",
+        "reconstruction_mse_val",
+        "ae_weights_sha256",
+    ):
+        assert key in meta
+    assert meta["boost"] == 0.008 and meta["samples_per_class"] == 5
+
+    out = tmp_path / "student"
+    code = main(
+        train_args(
+            tiny_data, out, "--method", "reffakd", "--soft-labels", str(sl_dir / "soft_labels.pt")
+        )
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "best epoch" in printed and "last epoch 2" in printed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in (
+        "train_loss",
+        "train_kd",
+        "val_top1",
+        "val_top5",
+        "test_top1",
+        "test_top5",
+        "lr",
+        "seconds",
+    ):
+        assert key in records[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best"]["val_top1"] == max(r["val_top1"] for r in records)
+    assert summary["selection_metric"] == "val_top1"
+    for name in (
+        "config.yaml",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "soft_labels.pt",
+        "soft_labels.png",
+        "curves.png",
+    ):
+        assert (out / name).exists(), name
+
+
+def test_soft_labels_are_bit_identical_for_the_same_seed(tiny_data, tmp_path):
+    tables = []
+    for name in ("a", "b"):
+        assert (
+            main(
+                [
+                    "soft-labels",
+                    "--dataset",
+                    "fashion-mnist",
+                    "--data-dir",
+                    str(tiny_data),
+                    "--out",
+                    str(tmp_path / name),
+                    "--epochs",
+                    "1",
+                    "-k",
+                    "4",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+        tables.append(torch.load(tmp_path / name / "soft_labels.pt", weights_only=True))
+    assert torch.equal(tables[0]["soft_labels"], tables[1]["soft_labels"])
+    assert tables[0]["meta"]["ae_weights_sha256"] == tables[1]["meta"]["ae_weights_sha256"]
+
+
+def test_reffakd_without_file_trains_the_autoencoder_inside_the_run(tiny_data, tmp_path):
+    out = tmp_path / "inline"
+    assert main(train_args(tiny_data, out, "--method", "reffakd", "--ae-epochs", "1")) == 0
+    assert (out / "ae" / "soft_labels.pt").exists()
+    assert (out / "soft_labels.pt").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert "soft_labels_seconds" in summary["phases"]
+
+
+def _final_state(run: Path) -> tuple[list[dict], dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds"), record.pop("train_seconds")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    return records, state
+
+
+def test_interrupted_run_resumes_bit_identically(tiny_data, tmp_path):
+    args = [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tiny_data),
+        "--student",
+        "lenet5",
+        "--method",
+        "reffakd",
+        "--ae-epochs",
+        "1",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--set",
+        "optim.milestones=[2,3]",
+    ]
+    full = run_cli(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+
+    killed = run_cli(*args, "--out", str(tmp_path / "cut"), env={"REFFAKD_FAULT_AFTER_EPOCH": "2"})
+    assert killed.returncode == -9  # SIGKILL after epoch 2's checkpoint: a real interruption
+    assert not (tmp_path / "cut" / "summary.json").exists()
+    resumed = run_cli("train", "--resume", str(tmp_path / "cut"), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+
+    full_records, full_state = _final_state(tmp_path / "full")
+    cut_records, cut_state = _final_state(tmp_path / "cut")
+    assert full_records == cut_records
+    assert full_state.keys() == cut_state.keys()
+    for key in full_state:
+        assert torch.equal(full_state[key], cut_state[key]), key
+
+
+# --------------------------------------------------------------------------- bad inputs
+def test_dataset_not_found(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(train_args(empty, tmp_path / "out")) == 2
+    line = assert_one_line_error(None, capsys, "fashion-mnist")
+    assert str(empty) in line and "REFFAKD_DATA" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_data_file(tiny_data, tmp_path, capsys):
+    broken = tmp_path / "broken" / "fashion-mnist"
+    broken.mkdir(parents=True)
+    for f in (tiny_data / "fashion-mnist").iterdir():
+        data = f.read_bytes()
+        (broken / f.name).write_bytes(data[: len(data) // 2] if "train-images" in f.name else data)
+    assert main(train_args(broken.parent, tmp_path / "out")) == 2
+    assert_one_line_error(None, capsys, "train-images")
+
+
+def test_image_label_count_mismatch(tiny_data, tmp_path, capsys):
+    from conftest import write_idx_labels
+
+    broken = tmp_path / "mismatch" / "fashion-mnist"
+    broken.mkdir(parents=True)
+    for f in (tiny_data / "fashion-mnist").iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    write_idx_labels(broken / "t10k-labels-idx1-ubyte.gz", torch.arange(37) % 10)
+    assert main(train_args(broken.parent, tmp_path / "out")) == 2
+    assert_one_line_error(None, capsys, "mismatch")
+
+
+@pytest.mark.parametrize(
+    ("table", "pattern"),
+    [(torch.full((4, 4), 0.25), "shape"), (torch.rand(10, 10) + 0.5, "probability")],
+)
+def test_bad_soft_label_files(tiny_data, tmp_path, capsys, table, pattern):
+    path = tmp_path / "bad.pt"
+    torch.save({"soft_labels": table, "meta": {}}, path)
+    before = path.read_bytes()
+    assert (
+        main(
+            train_args(
+                tiny_data, tmp_path / "out", "--method", "reffakd", "--soft-labels", str(path)
+            )
+        )
+        == 2
+    )
+    assert_one_line_error(None, capsys, pattern)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "pattern"),
+    [
+        (["--dataset", "fashion-mnistt"], "unknown dataset"),
+        (["--student", "lenet6"], "unknown model"),
+        (["--method", "refakd"], "unknown method"),
+    ],
+)
+def test_unknown_names(tiny_data, tmp_path, capsys, flags, pattern):
+    args = train_args(tiny_data, tmp_path / "out") + flags
+    assert main(args) == 2
+    assert_one_line_error(None, capsys, pattern)
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_checkpoint_on_resume(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--method", "ce")) == 0
+    (out / "summary.json").unlink()
+    ckpt = out / "checkpoints" / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert_one_line_error(None, capsys, "corrupt")
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_run_directory_in_use_or_finished_is_refused(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--method", "ce")) == 0
+    capsys.readouterr()
+    assert main(train_args(tiny_data, out, "--method", "ce")) == 2
+    assert_one_line_error(None, capsys, "already holds")
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (busy / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        assert main(train_args(tiny_data, busy, "--method", "ce")) == 2
+        assert_one_line_error(None, capsys, "in use")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert main(train_args(tiny_data, busy, "--method", "ce")) == 0  # stale lock is taken over
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    result = run_cli("train", "--dataset", "nope", "--out", str(tmp_path / "x"))
+    assert result.returncode == 2
+    assert_one_line_error(result, None, "unknown dataset")
