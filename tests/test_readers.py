@@ -158,7 +158,9 @@ def test_idx_missing_file(tmp_path: Path) -> None:
 
 
 def dump(path: Path, obj: object) -> None:
-    path.write_bytes(pickle.dumps(obj, protocol=2))
+    """Protocol 2 like the originals, which also name numpy 1's module for arrays."""
+    data = pickle.dumps(obj, protocol=2)
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
 
 
 def write_cifar10(directory: Path, per_batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:

@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--source", help="teacher-signal source, overriding the preset's")
     train.add_argument("--loss", help="loss, overriding the preset's")
     train.add_argument("--soft-labels", help="AESL file for the aesl source")
+    train.add_argument(
+        "--teacher",
+        metavar="RUN_DIR",
+        help="trained teacher run (or a .pt checkpoint in one) for the teacher and self sources",
+    )
     train.add_argument("--alpha", type=float, help="KD weight")
     train.add_argument("--temperature", type=float, help="KD temperature")
     train.add_argument(
@@ -165,6 +170,7 @@ TRAIN_FLAGS = {
     "source": "source.name",
     "loss": "loss.name",
     "soft_labels": "source.soft_labels",
+    "teacher": "source.run",
     "alpha": "loss.alpha",
     "temperature": "loss.temperature",
     "kl_reduction": "loss.reduction",

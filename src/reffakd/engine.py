@@ -198,7 +198,7 @@ class Trainer:
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"non-finite loss ({float(loss)}) at epoch {epoch}, step {step}; "
+                    f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}; "
                     f"the last good checkpoint is kept in {self.run_dir.checkpoints}. "
                     "Lower the learning rate or check the inputs."
                 )

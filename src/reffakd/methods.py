@@ -23,6 +23,15 @@ class MethodSpec:
 
 
 PRESETS: Registry[MethodSpec] = Registry("method")
+# Hinton KD: the same temperature on both sides (teacher_temperature None), T 4, alpha 0.9.
+_HINTON = {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": None}
+# Tf-KD self-training: the authors' CIFAR-100 configs (yuanli2333/Teacher-free-Knowledge-
+# Distillation, experiments/kd_experiments/*_self_teacher/params.json) use alpha 0.95 for
+# MobileNetV2, ShuffleNetV2, ResNet-18 and ResNet-50 (0.9 for ResNeXt29), and T 20 for
+# MobileNetV2, ShuffleNetV2 and ResNeXt29 (6 for the ResNets), with T on both sides (their
+# loss_kd_self). Their KL is KLDivLoss()'s mean (KL / C) times a per-model multiplier (1 to 100);
+# here the true KL is used, which only rescales the KD term.
+_TFKD_SELF = {"alpha": 0.95, "temperature": 20.0, "teacher_temperature": None}
 _TABLE = {
     "ce": MethodSpec(None, "ce", description="cross-entropy on hard labels"),
     "ls": MethodSpec("smooth", "soft_ce", {"eps": 0.1}, description="label smoothing"),
@@ -33,6 +42,16 @@ _TABLE = {
         {"alpha": 0.9, "temperature": 20.0, "teacher_temperature": 1.0},
         "Tf-KD with the virtual teacher",
     ),
+    "tfkd-self": MethodSpec(
+        "self",
+        "kd",
+        {},
+        _TFKD_SELF,
+        "Tf-KD self-training: a trained copy of the student is the teacher (--teacher RUN)",
+    ),
+    "kd": MethodSpec(
+        "teacher", "kd", {}, _HINTON, "Hinton KD from a trained teacher (--teacher RUN)"
+    ),
     "reffakd": MethodSpec(
         "aesl",
         "kd",
@@ -42,6 +61,12 @@ _TABLE = {
     ),
     "reffakd+dkd": MethodSpec("aesl", "dkd", description="AESL as the teacher signal of DKD"),
     "reffakd+dist": MethodSpec("aesl", "dist", description="AESL as the teacher signal of DIST"),
+    "kd+dkd": MethodSpec(
+        "teacher", "dkd", description="DKD from a trained teacher (--teacher RUN)"
+    ),
+    "kd+dist": MethodSpec(
+        "teacher", "dist", description="DIST from a trained teacher (--teacher RUN)"
+    ),
 }
 for _name, _spec in _TABLE.items():
     PRESETS.add(_name, _spec)

@@ -64,7 +64,7 @@ def prepare_data(config: DataConfig) -> PreparedData:
     raw = load_dataset(config.name, data_dir=config.data_dir, download=config.download)
     splits = hold_out_validation(raw, config.val_fraction, config.split_seed)
     mean, std = channel_stats(splits.train.images)
-    image_size = config.image_size or spec.default_image_size
+    image_size = config.image_size or spec.default_image_size or splits.train.shape[-1]
     return PreparedData(spec, splits, image_size, mean, std)
 
 

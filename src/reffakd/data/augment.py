@@ -55,7 +55,7 @@ class BatchTransform:
     ) -> Tensor:
         x = images.to(torch.float32).div_(255.0)
         if train and not self.policy.is_identity:
-            theta = self.random_affine(x.shape[0], x.shape[-1], generator).to(x.device)
+            theta = self.random_affine(x.shape[0], generator).to(x.device)
             grid = F.affine_grid(
                 theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False
             )
@@ -68,8 +68,11 @@ class BatchTransform:
         std = self.std.to(x.device)
         return x.sub_(mean).div_(std)
 
-    def random_affine(self, batch: int, in_width: int, generator: torch.Generator | None) -> Tensor:
+    def random_affine(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """Per-sample (B, 2, 3) maps from output to input coordinates (normalised units).
+
+        The crop offset is in pixels of the output (training) size, as a crop taken after the
+        resize would be.
 
         Random numbers are drawn on the CPU from ``generator`` so that a seed gives the same
         augmentation on any device.
@@ -87,7 +90,7 @@ class BatchTransform:
         if policy.crop_padding:
             pad = policy.crop_padding
             shifts = torch.randint(-pad, pad + 1, (batch, 2), generator=generator)
-            theta[:, :, 2] = shifts.to(torch.float64) * 2.0 / in_width
+            theta[:, :, 2] = shifts.to(torch.float64) * 2.0 / self.out_size
         return theta.to(torch.float32)
 
 

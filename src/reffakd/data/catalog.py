@@ -16,6 +16,7 @@ the last case a stratified 20% of the images, chosen with the fixed seed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -129,6 +130,12 @@ def _archives(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _is_archive(p) and not p.name.startswith("."))
 
 
+def _official_elsewhere(archive: Path, own_stem: str) -> bool:
+    """Whether ``archive`` is another dataset's official download (never class folders)."""
+    stems = ("cifar-10-python", "cifar-100-python", "tiny-imagenet-200")
+    return any(archive.name.startswith(s + ".") for s in stems if s != own_stem)
+
+
 def _split_folders_found(path: Path, name: str) -> Found:
     return Found(path, lambda cache_dir: read_split_folders(path, name, cache_dir))
 
@@ -152,11 +159,13 @@ def _idx_probe(name: str, class_names: list[str]) -> Probe:
 def _cifar_probe(
     name: str,
     official: str,
+    archive_stem: str,
     markers: tuple[str, ...],
     read_pickles: Callable[[PathLike], RawDataset],
     name_pattern: str,
 ) -> Probe:
-    """Probe for the official pickles (folder or archive) or a tar / folder of class folders.
+    """Probe for the official pickles (``official`` folder, or ``archive_stem.tar.gz``) or for
+    train/ and test/ class folders (a folder or an archive).
 
     Archives of class folders are accepted in a folder dedicated to the dataset, or anywhere
     when their file name matches ``name_pattern``.
@@ -164,7 +173,7 @@ def _cifar_probe(
     pattern = re.compile(name_pattern, re.IGNORECASE)
 
     def archive(path: Path) -> Found:
-        if path.name.startswith(official):
+        if path.name.startswith(archive_stem):
             return Found(path, lambda cache_dir: read_pickles(path))
         return _split_folders_found(path, name)
 
@@ -175,12 +184,13 @@ def _cifar_probe(
             if all((folder / marker).is_file() for marker in markers):
                 return Found(folder, lambda cache_dir, f=folder: read_pickles(f))
         for suffix in (".tar.gz", ".tgz", ".tar"):
-            if (path / (official + suffix)).is_file():
-                return archive(path / (official + suffix))
+            if (path / (archive_stem + suffix)).is_file():
+                return archive(path / (archive_stem + suffix))
         if dedicated and _has_split_folders(path):
             return _split_folders_found(path, name)
-        matching = [a for a in _archives(path) if pattern.match(a.name)]
-        others = [a for a in _archives(path) if dedicated and a not in matching]
+        archives = [a for a in _archives(path) if not _official_elsewhere(a, archive_stem)]
+        matching = [a for a in archives if pattern.match(a.name)]
+        others = [a for a in archives if dedicated and a not in matching]
         candidates = matching + others
         return archive(candidates[0]) if candidates else None
 
@@ -327,6 +337,7 @@ for _spec in (
         probe=_cifar_probe(
             "cifar10",
             "cifar-10-batches-py",
+            "cifar-10-python",
             ("batches.meta", "data_batch_1", "test_batch"),
             read_cifar10,
             r"cifar-?10(?!\d)",
@@ -352,6 +363,7 @@ for _spec in (
         "train/<class>/ and test/<class>/ images",
         probe=_cifar_probe(
             "cifar100",
+            "cifar-100-python",
             "cifar-100-python",
             ("meta", "train", "test"),
             read_cifar100,
@@ -605,6 +617,11 @@ def load_dataset(
     return raw
 
 
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def _download_and_locate(spec: DatasetSpec, data_dir: PathLike | None, allowed: bool) -> Found:
     if not spec.downloads:
         raise _not_found(spec, data_dir, "it cannot be downloaded automatically")
@@ -615,6 +632,7 @@ def _download_and_locate(spec: DatasetSpec, data_dir: PathLike | None, allowed: 
     try:
         target = download_dataset(spec)
     except _DownloadFailed as err:
+        _remove_if_empty(user_cache_dir() / "datasets" / spec.name)
         raise _not_found(spec, data_dir, str(err)) from err
     assert spec.probe is not None
     found = spec.probe(target, True)

@@ -22,7 +22,6 @@ import os
 import pickle
 import tarfile
 import tempfile
-import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -282,7 +281,6 @@ class _TarTree(_Tree):
 class _ZipTree(_Tree):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
-        self._lock = threading.Lock()
         try:
             self._zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as err:
@@ -297,8 +295,7 @@ class _ZipTree(_Tree):
 
     def read(self, rel: str) -> bytes:
         try:
-            with self._lock:
-                return self._zip.read(rel)
+            return self._zip.read(rel)
         except KeyError:
             raise self.missing(rel) from None
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
@@ -484,8 +481,7 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
 
 
 def _decode_all(tree: _Tree, rels: Sequence[str]) -> list[np.ndarray]:
-    """Decode in a plain loop: for small images Pillow's work is mostly Python, so threads
-    do not help."""
+    """Decode one by one; for small images Pillow's work is mostly Python, so threads don't help."""
     return [_decode_image(tree.read(rel), tree.describe(rel)) for rel in rels]
 
 
@@ -626,11 +622,12 @@ def _cached(
 
 
 def _labelled(
-    entries: Iterable[tuple[str, str]], classes: list[str]
+    entries: Iterable[tuple[str, str]], classes: list[str], by_class: bool = True
 ) -> tuple[list[str], torch.Tensor]:
-    """Sort (class, rel) pairs by class order then file name; return paths and labels."""
+    """Sort (class, rel) pairs by class order then path (or by path only); paths and labels."""
     index = {name: i for i, name in enumerate(classes)}
-    ordered = sorted(entries, key=lambda e: (index[e[0]], e[1]))
+    key = (lambda e: (index[e[0]], e[1])) if by_class else (lambda e: e[1])
+    ordered = sorted(entries, key=key)
     labels = torch.tensor([index[c] for c, _ in ordered], dtype=torch.int64)
     return [rel for _, rel in ordered], labels
 
@@ -785,7 +782,7 @@ def _build_tiny_imagenet(tree: _Tree) -> _Decoded:
     if not train or not val:
         raise DataError(f"{tree.path}: no train/<wnid>/images/ or val/images/ images; {FIX_HINT}.")
     train_rels, train_labels = _labelled(train, wnids)
-    val_rels, val_labels = _labelled(val, wnids)
+    val_rels, val_labels = _labelled(val, wnids, by_class=False)
     train_images, val_images = _decode_splits(tree, [train_rels, val_rels], force_rgb=True)
     names = _tiny_class_names(tree, prefix, wnids)
     return _Decoded(

@@ -1,0 +1,150 @@
+"""Speed of the training pipeline and of AESL, as ratios measured in one run.
+
+1. Training throughput of LeNet-5 on Fashion-MNIST (batch 128) through the engine: batch index
+   gathers, augmentation (resize 28->32, flip, rotation) on the model's device, forward,
+   backward, SGD step, metrics.
+2. Epoch wall time / pure compute: the same number of forward+backward+step calls of the same
+   model on pre-made tensors. 1.0 means the data pipeline is free.
+3. AESL from embeddings (C=100, k=40, d=768): the vectorised class pooling against the reference
+   notebooks' pairwise double loop, checking the values agree to 1e-6.
+
+Usage: python benchmarks/speed.py [--data-dir DIR] [--epochs 2] [--skip-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reffakd.aesl import class_similarity
+from reffakd.config import DataConfig, OptimConfig
+from reffakd.data.augment import BatchTransform
+from reffakd.engine import Trainer
+from reffakd.models import build_model
+from reffakd.objectives import build_objective
+from reffakd.pipeline import augment_policy, prepare_data
+from reffakd.rundir import RunDir
+from reffakd.sources import ClassTableSource
+from reffakd.tasks import Distiller
+
+
+def pure_compute_seconds(steps: int, batch: int, image_size: int, seed: int = 0) -> float:
+    """Forward+backward+step of LeNet-5 on tensors made before the clock starts."""
+    torch.manual_seed(seed)
+    model = build_model("lenet5", 10, 1, image_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    inputs = torch.randn(8, batch, 1, image_size, image_size)
+    targets = torch.randint(0, 10, (8, batch))
+    model.train()
+    started = time.perf_counter()
+    for step in range(steps):
+        loss = F.cross_entropy(model(inputs[step % 8]), targets[step % 8])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def engine_epoch_seconds(data, method: str, tmp: str, seed: int = 0) -> tuple[float, int]:
+    """Train seconds of one engine epoch (no evaluation), and the number of steps."""
+    torch.manual_seed(seed)
+    student = build_model("lenet5", 10, 1, data.image_size)
+    if method == "reffakd":
+        table = torch.softmax(torch.rand(10, 10) + torch.eye(10), dim=1)
+        source = ClassTableSource(table)
+        objective = build_objective("kd", {"alpha": 0.9, "temperature": 4.0,
+                                           "teacher_temperature": 1.0})
+    else:
+        source, objective = None, build_objective("ce", {})
+    transform = BatchTransform(data.image_size, data.mean, data.std,
+                               augment_policy(data.spec, _default_augment()))
+    optim = OptimConfig(epochs=1, batch_size=128, lr=0.05)
+    trainer = Trainer(Distiller(student, source, objective), data.splits, transform, optim,
+                      RunDir(tmp), progress=False)
+    from reffakd.data.loader import BatchLoader
+
+    loader = BatchLoader(data.splits.train, 128, shuffle=True, generator=trainer.data_generator)
+    started = time.perf_counter()
+    trainer.train_one_epoch(1, loader)
+    return time.perf_counter() - started, len(loader)
+
+
+def _default_augment():
+    from reffakd.config import AugmentConfig
+
+    return AugmentConfig()
+
+
+def naive_similarity(embeddings: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
+    """The reference recipe: cosine of every ordered pair of distinct samples, class-pooled."""
+    sums = np.zeros((c, c))
+    counts = np.zeros((c, c))
+    norms = np.linalg.norm(embeddings, axis=1)
+    for i, j in itertools.permutations(range(len(embeddings)), 2):
+        cos = float(np.dot(embeddings[i], embeddings[j])) / (norms[i] * norms[j])
+        sums[labels[i], labels[j]] += cos
+        counts[labels[i], labels[j]] += 1
+    return sums / counts
+
+
+def aesl_benchmark(skip_naive: bool, classes: int = 100, k: int = 40, dim: int = 768) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(classes * k, dim, generator=generator).relu()
+    labels = torch.arange(classes).repeat_interleave(k)
+    class_similarity(embeddings, labels, classes)  # warm-up
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        fast = class_similarity(embeddings, labels, classes)
+        times.append(time.perf_counter() - started)
+    result = {"aesl_vectorized_ms": round(1e3 * statistics.median(times), 3)}
+    if not skip_naive:
+        started = time.perf_counter()
+        slow = naive_similarity(embeddings.double().numpy(), labels.numpy(), classes)
+        naive = time.perf_counter() - started
+        result.update(
+            aesl_naive_s=round(naive, 2),
+            aesl_speedup=round(naive / statistics.median(times)),
+            aesl_max_abs_diff=float(np.abs(slow - fast.numpy()).max()),
+        )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir")
+    parser.add_argument("--epochs", type=int, default=2, help="engine epochs to time (median)")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the ~minutes-long loop")
+    parser.add_argument("--tmp", default="/tmp/reffakd-speed")
+    args = parser.parse_args()
+    data = prepare_data(DataConfig(name="fashion-mnist", data_dir=args.data_dir))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{len(data.splits.train)} training images")
+    rows = []
+    for epoch in range(args.epochs):
+        for method in ("ce", "reffakd"):
+            seconds, steps = engine_epoch_seconds(data, method, args.tmp, seed=epoch)
+            pure = pure_compute_seconds(steps, 128, data.image_size, seed=epoch)
+            rows.append({"method": method, "epoch_s": seconds, "pure_s": pure,
+                         "images_per_s": len(data.splits.train) / seconds})
+            print(f"  {method:8s} epoch {seconds:6.2f}s  pure compute {pure:6.2f}s  "
+                  f"ratio {seconds / pure:.3f}  {len(data.splits.train) / seconds:,.0f} img/s")
+    result = {}
+    for method in ("ce", "reffakd"):
+        mine = [r for r in rows if r["method"] == method]
+        result[f"{method}_images_per_s"] = round(statistics.median(r["images_per_s"] for r in mine))
+        result[f"{method}_epoch_over_pure"] = round(
+            statistics.median(r["epoch_s"] / r["pure_s"] for r in mine), 3)
+    result.update(aesl_benchmark(args.skip_naive))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

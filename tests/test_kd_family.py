@@ -1,0 +1,412 @@
+"""The KD family: network teachers (``teacher``, ``self``), their per-sample cache, and every
+method preset and source × loss pair end to end on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from reffakd import pipeline
+from reffakd.aesl import SoftLabels
+from reffakd.cli import main
+from reffakd.config import TrainConfig, from_dict, load_yaml
+from reffakd.data.augment import AugmentPolicy, BatchTransform
+from reffakd.data.catalog import get_spec
+from reffakd.errors import UserError
+from reffakd.methods import PRESETS, resolve_method
+from reffakd.models import build_model
+from reffakd.objectives import OBJECTIVES, build_objective
+from reffakd.sources import SOURCES, NetworkSource, SourceContext, build_source
+from reffakd.tasks import Distiller
+
+FAST = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "128",
+    "--no-progress",
+    "--set",
+    "optim.milestones=[1]",
+    "--set",
+    "optim.eval_batch_size=200",
+]
+
+
+def train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    """A one-epoch LeNet-5 run on the tiny Fashion-MNIST."""
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--student",
+        "lenet5",
+        "--out",
+        str(out),
+        *FAST,
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory) -> Iterator[None]:
+    """The autouse isolation of conftest.py, for module-scoped fixtures (set up before it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFFAKD_NO_DOWNLOAD", "1")
+        patch.delenv("REFFAKD_DATA", raising=False)
+        patch.setenv("REFFAKD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tiny_data, tmp_path_factory, module_env) -> Path:
+    """A LeNet-5 trained with plain CE for one epoch: the teacher of every network source."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    assert main(train_args(tiny_data, out, "--method", "ce")) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
+    out = tmp_path_factory.mktemp("aesl") / "sl"
+    args = ["soft-labels", "--dataset", "fashion-mnist", "--data-dir", str(tiny_data)]
+    args += ["--out", str(out), "--epochs", "1", "-k", "5", "--no-progress"]
+    assert main(args) == 0
+    return out / "soft_labels.pt"
+
+
+@pytest.fixture
+def wired_context(monkeypatch) -> None:
+    """Fill in ``student`` and ``augment_enabled`` from the run's config.yaml when the pipeline
+    does not pass them itself; a no-op once pipeline.py passes ``student=``."""
+    original = pipeline.SourceContext
+
+    def context(**kwargs):
+        if "student" not in kwargs:
+            config = from_dict(TrainConfig, load_yaml(Path(kwargs["run_dir"]) / "config.yaml"))
+            kwargs["student"] = config.student
+            kwargs.setdefault("extra", {})["augment_enabled"] = config.augment.enabled
+        return original(**kwargs)
+
+    monkeypatch.setattr(pipeline, "SourceContext", context)
+
+
+def make_context(tmp_path: Path, student: str = "lenet5", **extra) -> SourceContext:
+    spec = get_spec("fashion-mnist")
+    return SourceContext(
+        dataset="fashion-mnist",
+        num_classes=10,
+        class_names=list(spec.class_names or []),
+        in_channels=1,
+        image_size=32,
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+        student=student,
+        extra=dict(extra),
+    )
+
+
+def augmented_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised, augmented (crop, flip, rotation) images and the un-augmented ones."""
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    transform = BatchTransform(32, [0.3], [0.3], AugmentPolicy(4, True, 15.0))
+    return transform(raw, train=True, generator=g), transform(raw, train=False)
+
+
+def teacher_of(tmp_path: Path, run: Path, **options) -> NetworkSource:
+    source = build_source("teacher", {"run": str(run), **options}, make_context(tmp_path))
+    assert isinstance(source, NetworkSource)
+    return source
+
+
+def assert_finite_summary(out: Path) -> dict:
+    summary = json.loads((out / "summary.json").read_text())
+    for record in ("best", "last"):
+        assert math.isfinite(summary[record]["val_top1"]), summary
+    return summary
+
+
+def assert_one_line_error(capsys, *patterns: str) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("reffakd: error:")
+    for pattern in patterns:
+        assert pattern in lines[0], lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- the teacher network
+def test_teacher_loads_the_run_and_reports_its_accuracy(tmp_path, teacher_run, capsys):
+    context = make_context(tmp_path)
+    source = build_source("teacher", {"run": str(teacher_run)}, context)
+    summary = json.loads((teacher_run / "summary.json").read_text())
+    best = torch.load(teacher_run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    for key, value in source.teacher.state_dict().items():
+        assert torch.equal(value, best[key]), key
+    info = context.extra["teacher"]
+    assert info["val_top1"] == summary["best"]["val_top1"]
+    assert info["test_top1"] == summary["best"]["test_top1"]
+    assert info["epoch"] == summary["best_epoch"] and info["student"] == "lenet5"
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"teacher lenet5 from {teacher_run}: val ")
+    assert "test" in line and "(best epoch 1)" in line
+    last = teacher_of(tmp_path, teacher_run / "checkpoints" / "last.pt")
+    assert isinstance(last, NetworkSource)
+
+
+def test_teacher_stays_frozen_in_train_mode(tmp_path, teacher_run):
+    source = teacher_of(tmp_path, teacher_run)
+    student = build_model("lenet5", 10, 1, 32)
+    distiller = Distiller(student, source, build_objective("kd", {}))
+    distiller.train()
+    assert student.training
+    assert not any(m.training for m in source.teacher.modules())
+    source.train()  # even asked directly, the network stays in eval mode
+    assert not any(m.training for m in source.teacher.modules())
+    images, _ = augmented_batch()
+    labels = torch.arange(len(images)) % 10
+    _, losses = distiller.forward_train(images, labels, torch.arange(len(images)), epoch=1)
+    sum(losses.values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in source.teacher.parameters())
+    assert all(p.grad is not None for p in student.parameters())
+    assert {id(p) for p in distiller.learnable_parameters()} == {
+        id(p) for p in student.parameters()
+    }
+
+
+def test_teacher_and_student_see_the_same_augmented_batch(tmp_path, teacher_run):
+    source = teacher_of(tmp_path, teacher_run)
+    student = build_model("lenet5", 10, 1, 32)
+    distiller = Distiller(student, source, build_objective("kd", {})).train()
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy(name: str):
+        def hook(module, inputs, output):
+            seen[name] = inputs[0].detach().clone()
+
+        return hook
+
+    handles = [
+        student.register_forward_hook(spy("student")),
+        source.teacher.register_forward_hook(spy("teacher")),
+    ]
+    images, plain = augmented_batch()
+    labels = torch.arange(len(images)) % 10
+    distiller.forward_train(images, labels, torch.arange(len(images)), epoch=1)
+    for handle in handles:
+        handle.remove()
+    assert torch.equal(seen["teacher"], seen["student"])
+    assert torch.equal(seen["teacher"], images)
+    assert not torch.equal(seen["teacher"], plain)  # the batch really was augmented
+
+
+# --------------------------------------------------------------------------- the cache
+def test_cache_is_keyed_by_sample_index_across_shuffles(tmp_path, teacher_run):
+    context = make_context(tmp_path, augment_enabled=False)
+    source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
+    images, _ = augmented_batch(40, seed=1)  # fixed inputs: what an un-augmented split gives
+    labels = torch.arange(40) % 10
+    with torch.no_grad():
+        direct = source.teacher(images)
+    calls: list[int] = []
+    source.teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+
+    first = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    for batch in first.split(8):
+        signal = source(images[batch], labels[batch], batch)
+        torch.testing.assert_close(signal.logits, direct[batch])
+    assert sum(calls) == 40 and int(source.filled.sum()) == 40
+
+    second = torch.randperm(40, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(first, second)
+    for batch in second.split(16):
+        signal = source(images[batch], labels[batch], batch)
+        assert not signal.class_level
+        torch.testing.assert_close(signal.logits, direct[batch])
+    assert sum(calls) == 40  # every row came from the cache
+
+
+def test_cache_fills_only_missing_rows(tmp_path, teacher_run):
+    context = make_context(tmp_path, augment_enabled=False)
+    source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
+    images, _ = augmented_batch(12, seed=2)
+    with torch.no_grad():
+        direct = source.teacher(images)
+    labels = torch.zeros(12, dtype=torch.long)
+    source(images[:4], labels[:4], torch.arange(4))
+    batch = torch.tensor([11, 3, 7, 0, 2])
+    torch.testing.assert_close(source(images[batch], labels[batch], batch).logits, direct[batch])
+    assert source.filled.nonzero().flatten().tolist() == [0, 1, 2, 3, 7, 11]
+
+
+@pytest.mark.parametrize("flag", [True, None])
+@pytest.mark.parametrize("name", ["teacher", "self"])
+def test_cache_is_refused_with_augmentation(tmp_path, teacher_run, flag, name):
+    extra = {} if flag is None else {"augment_enabled": flag}
+    context = make_context(tmp_path, **extra)
+    with pytest.raises(UserError, match="un-augmented"):
+        build_source(name, {"run": str(teacher_run), "cache": True}, context)
+
+
+def test_cached_teacher_trains_like_the_live_one(tiny_data, tmp_path, teacher_run, wired_context):
+    """Without augmentation, a cached teacher (epoch 2 reads the cache) changes nothing."""
+    losses = []
+    for name, cache in (("live", "false"), ("cached", "true")):
+        out = tmp_path / name
+        flags = ["--method", "kd", "--teacher", str(teacher_run), "--epochs", "2"]
+        flags += ["--set", "augment.enabled=false", "--set", f"source.cache={cache}"]
+        assert main(train_args(tiny_data, out, *flags)) == 0
+        records = (out / "metrics.jsonl").read_text().splitlines()
+        losses.append([json.loads(line)["train_loss"] for line in records])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+# --------------------------------------------------------------------------- bad teachers
+def edited_run(teacher_run: Path, target: Path, **data: object) -> Path:
+    """A copy of the teacher run whose config claims other data settings."""
+    shutil.copytree(teacher_run, target)
+    config = yaml.safe_load((target / "config.yaml").read_text())
+    config["data"].update(data)
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("dataset", "patterns"),
+    [("cifar100", ["100 classes", "has 10 classes"]), ("cifar10", ["3 input channels"])],
+)
+def test_mismatched_teacher_is_a_one_line_cli_error(
+    tiny_data, tmp_path, teacher_run, capsys, dataset, patterns
+):
+    bad = edited_run(teacher_run, tmp_path / "bad", name=dataset)
+    args = train_args(tiny_data, tmp_path / "out", "--method", "kd", "--teacher", str(bad))
+    assert main(args) == 2
+    assert_one_line_error(capsys, *patterns, dataset, "fashion-mnist")
+
+
+def test_other_bad_teachers(tmp_path, teacher_run):
+    context = make_context(tmp_path, split={"val_fraction": 0.2, "split_seed": 0})
+    with pytest.raises(UserError, match="validation"):
+        build_source("teacher", {"run": str(teacher_run)}, context)
+    with pytest.raises(UserError, match="trained on mnist"):
+        teacher_of(tmp_path, edited_run(teacher_run, tmp_path / "mnist", name="mnist"))
+    with pytest.raises(UserError, match="not found"):
+        teacher_of(tmp_path, tmp_path / "missing")
+    no_config = tmp_path / "no-config"
+    shutil.copytree(teacher_run, no_config)
+    (no_config / "config.yaml").unlink()
+    with pytest.raises(UserError, match="config.yaml"):
+        teacher_of(tmp_path, no_config)
+    with pytest.raises(UserError, match=r"checkpoints/last\.pt"):
+        empty = tmp_path / "unfinished"
+        (empty / "checkpoints").mkdir(parents=True)
+        teacher_of(tmp_path, empty, checkpoint="last")
+    with pytest.raises(UserError, match="--teacher"):
+        build_source("teacher", {}, make_context(tmp_path))
+    context = make_context(tmp_path, student="resnet8")
+    with pytest.raises(UserError, match="architecture"):
+        build_source("self", {"run": str(teacher_run)}, context)
+
+
+# --------------------------------------------------------------------------- presets end to end
+def preset_flags(name: str, teacher_run: Path, soft_labels_file: Path) -> list[str]:
+    source = PRESETS.get(name).source
+    if source in ("teacher", "self"):
+        return ["--teacher", str(teacher_run)]
+    if source == "aesl":
+        return ["--soft-labels", str(soft_labels_file)]
+    return []
+
+
+@pytest.mark.parametrize("name", PRESETS.names())
+def test_every_preset_runs_an_epoch(
+    tiny_data, tmp_path, teacher_run, soft_labels_file, wired_context, capsys, name
+):
+    out = tmp_path / "run"
+    flags = preset_flags(name, teacher_run, soft_labels_file)
+    assert main(train_args(tiny_data, out, "--method", name, *flags)) == 0
+    summary = assert_finite_summary(out)
+    assert summary["method"]["name"] == name
+    if "--teacher" in flags:
+        assert f"teacher lenet5 from {teacher_run}: val" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "pair"),
+    [
+        (["--method", "ce", "--source", "smooth", "--loss", "kd"], ("smooth", "kd")),
+        (["--method", "kd", "--loss", "dist"], ("teacher", "dist")),
+    ],
+)
+def test_explicit_source_and_loss(tiny_data, tmp_path, teacher_run, wired_context, flags, pair):
+    out = tmp_path / "run"
+    extra = ["--teacher", str(teacher_run)] if pair[0] == "teacher" else []
+    assert main(train_args(tiny_data, out, *flags, *extra)) == 0
+    method = assert_finite_summary(out)["method"]
+    assert (method["source"], method["loss"]) == pair
+
+
+def all_sources(tmp_path: Path, teacher_run: Path) -> dict[str, object]:
+    """One built instance of every registered source."""
+    table = torch.full((10, 10), 0.05).fill_diagonal_(0.55)
+    context = make_context(tmp_path)
+    context.make_soft_labels = lambda: SoftLabels(table)
+    options = {"teacher": {"run": str(teacher_run)}, "self": {"run": str(teacher_run)}}
+    return {name: build_source(name, options.get(name, {}), context) for name in SOURCES}
+
+
+def test_every_source_and_loss_pair_resolves_and_runs(tmp_path, teacher_run):
+    sources = all_sources(tmp_path, teacher_run)
+    images, _ = augmented_batch(8)
+    labels = torch.arange(8) % 10
+    logits = torch.randn(8, 10)
+    signals = {name: source(images, labels, torch.arange(8)) for name, source in sources.items()}
+    checked: set[str] = set()
+    for preset in PRESETS:
+        for source_name in SOURCES:
+            for loss_name in OBJECTIVES:
+                method = resolve_method(preset, {"name": source_name}, {"name": loss_name})
+                assert (method.source, method.loss) == (source_name, loss_name)
+                key = repr((source_name, loss_name, sorted(method.loss_options.items())))
+                if key in checked:
+                    continue  # the same options were already run (only the loss's half matters)
+                checked.add(key)
+                objective = build_objective(loss_name, method.loss_options)
+                terms = objective(logits, labels, signals[source_name], 1)
+                assert all(torch.isfinite(v) for v in terms.values()), (preset, method)
+                if loss_name == "ce":
+                    assert torch.equal(terms["ce"], objective(logits, labels, None, 1)["ce"])
+
+
+def test_preset_table():
+    expected = {
+        "ce": (None, "ce"),
+        "ls": ("smooth", "soft_ce"),
+        "tfkd-reg": ("virtual", "kd"),
+        "tfkd-self": ("self", "kd"),
+        "kd": ("teacher", "kd"),
+        "reffakd": ("aesl", "kd"),
+        "reffakd+dkd": ("aesl", "dkd"),
+        "reffakd+dist": ("aesl", "dist"),
+        "kd+dkd": ("teacher", "dkd"),
+        "kd+dist": ("teacher", "dist"),
+    }
+    assert {name: (PRESETS.get(name).source, PRESETS.get(name).loss) for name in PRESETS} == (
+        expected
+    )
+    kd = resolve_method("kd", {"run": "x"})
+    assert kd.loss_options == {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": None}
+    assert kd.source_options == {"run": "x"}
+    with pytest.raises(UserError, match="no teacher signal"):
+        resolve_method("ce", {"run": "x"})
