@@ -13,10 +13,8 @@ import pytest
 import torch
 import yaml
 
-from reffakd import pipeline
 from reffakd.aesl import SoftLabels
 from reffakd.cli import main
-from reffakd.config import TrainConfig, from_dict, load_yaml
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.data.catalog import get_spec
 from reffakd.errors import UserError
@@ -82,22 +80,6 @@ def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
     args += ["--out", str(out), "--epochs", "1", "-k", "5", "--no-progress"]
     assert main(args) == 0
     return out / "soft_labels.pt"
-
-
-@pytest.fixture
-def wired_context(monkeypatch) -> None:
-    """Fill in ``student`` and ``augment_enabled`` from the run's config.yaml when the pipeline
-    does not pass them itself; a no-op once pipeline.py passes ``student=``."""
-    original = pipeline.SourceContext
-
-    def context(**kwargs):
-        if "student" not in kwargs:
-            config = from_dict(TrainConfig, load_yaml(Path(kwargs["run_dir"]) / "config.yaml"))
-            kwargs["student"] = config.student
-            kwargs.setdefault("extra", {})["augment_enabled"] = config.augment.enabled
-        return original(**kwargs)
-
-    monkeypatch.setattr(pipeline, "SourceContext", context)
 
 
 def make_context(tmp_path: Path, student: str = "lenet5", **extra) -> SourceContext:
@@ -259,7 +241,7 @@ def test_cache_is_refused_with_augmentation(tmp_path, teacher_run, flag, name):
         build_source(name, {"run": str(teacher_run), "cache": True}, context)
 
 
-def test_cached_teacher_trains_like_the_live_one(tiny_data, tmp_path, teacher_run, wired_context):
+def test_cached_teacher_trains_like_the_live_one(tiny_data, tmp_path, teacher_run):
     """Without augmentation, a cached teacher (epoch 2 reads the cache) changes nothing."""
     losses = []
     for name, cache in (("live", "false"), ("cached", "true")):
@@ -331,7 +313,7 @@ def preset_flags(name: str, teacher_run: Path, soft_labels_file: Path) -> list[s
 
 @pytest.mark.parametrize("name", PRESETS.names())
 def test_every_preset_runs_an_epoch(
-    tiny_data, tmp_path, teacher_run, soft_labels_file, wired_context, capsys, name
+    tiny_data, tmp_path, teacher_run, soft_labels_file, capsys, name
 ):
     out = tmp_path / "run"
     flags = preset_flags(name, teacher_run, soft_labels_file)
@@ -349,7 +331,7 @@ def test_every_preset_runs_an_epoch(
         (["--method", "kd", "--loss", "dist"], ("teacher", "dist")),
     ],
 )
-def test_explicit_source_and_loss(tiny_data, tmp_path, teacher_run, wired_context, flags, pair):
+def test_explicit_source_and_loss(tiny_data, tmp_path, teacher_run, flags, pair):
     out = tmp_path / "run"
     extra = ["--teacher", str(teacher_run)] if pair[0] == "teacher" else []
     assert main(train_args(tiny_data, out, *flags, *extra)) == 0

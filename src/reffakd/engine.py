@@ -94,6 +94,7 @@ class Trainer:
             "history": self.history,
             "rng": capture_rng_state(),
             "data_generator": self.data_generator.get_state(),
+            "extra": self.task.extra_state(),
         }
 
     def resume(self) -> None:
@@ -105,6 +106,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.data_generator.set_state(state["data_generator"])
+            self.task.load_extra_state(state.get("extra") or {})
             restore_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -258,9 +258,10 @@ def _train_locked(
         import json
 
         return json.loads(run_dir.summary.read_text())
-    atomic_write_text(run_dir.config, dump_yaml(config))
+    _absolute_paths(config.source)
     method = resolve_method(config.method, config.source, config.loss)
     splits = data.splits
+    policy = augment_policy(data.spec, config.augment)
     seed_everything(config.seed)
     student = build_model(config.student, splits.num_classes, splits.in_channels, data.image_size)
     phases: dict[str, float] = {}
@@ -272,19 +273,27 @@ def _train_locked(
         image_size=data.image_size,
         run_dir=run_dir.path,
         device=device,
+        student=config.student,
         make_soft_labels=lambda: _inline_soft_labels(config, run_dir, data, phases),
+        extra={
+            "augment_enabled": not policy.is_identity,
+            "split": {
+                "val_fraction": config.data.val_fraction,
+                "split_seed": config.data.split_seed,
+            },
+        },
     )
     source = None
     if method.source is not None:
         started = time.perf_counter()
         source = build_source(method.source, method.source_options, context)
         phases.setdefault("teacher_signal_seconds", round(time.perf_counter() - started, 3))
+    # Written only once the teacher signal is valid, so a refused source leaves no run behind.
+    atomic_write_text(run_dir.config, dump_yaml(config))
     _keep_soft_labels(context, run_dir)
     objective = build_objective(method.loss, method.loss_options)
     task = Distiller(student, source, objective)
-    transform = BatchTransform(
-        data.image_size, data.mean, data.std, augment_policy(data.spec, config.augment)
-    )
+    transform = BatchTransform(data.image_size, data.mean, data.std, policy)
     seed_everything(config.seed)
     trainer = Trainer(
         task,
@@ -318,12 +327,20 @@ def _train_locked(
         "seed": config.seed,
         "device": str(device),
         "phases": phases,
+        "teacher": context.extra.get("teacher"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "reffakd_version": __version__,
     }
     write_summary(run_dir, summary)
     return summary
+
+
+def _absolute_paths(source_options: dict[str, Any]) -> None:
+    """Store file paths of the source absolute, so ``--resume`` works from any folder."""
+    for key in ("run", "soft_labels"):
+        if source_options.get(key):
+            source_options[key] = str(Path(source_options[key]).resolve())
 
 
 def _inline_soft_labels(

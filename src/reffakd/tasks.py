@@ -31,6 +31,13 @@ class Task(nn.Module):
     def train_sums(self, outputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return {}
 
+    def extra_state(self) -> dict:
+        """State outside ``state_dict`` that a resume needs (e.g. an adversary and its optimizer)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Inverse of :meth:`extra_state`."""
+
 
 def topk_correct(logits: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, Tensor]:
     """Number of samples whose label is in the top-k logits, as percentages × batch size."""
@@ -43,7 +50,9 @@ class Distiller(Task):
     """A student trained with ``objective`` on the signal of ``source`` (None: labels only).
 
     The source's networks (a teacher) are frozen: no gradients, and eval mode even while the
-    student is in train mode.
+    student is in train mode. An objective that is an ``nn.Module`` (e.g. one holding a
+    discriminator) becomes a submodule, so it moves with ``.to(device)``; it keeps its own
+    optimizer, updates in ``after_step`` and checkpoints through ``extra_state``.
     """
 
     def __init__(self, student: nn.Module, source: TeacherSource | None, objective: Objective):
@@ -54,6 +63,20 @@ class Distiller(Task):
 
     def learnable_parameters(self) -> Iterable[nn.Parameter]:
         return self.student.parameters()
+
+    def after_step(self, outputs: Tensor, labels: Tensor, epoch: int) -> None:
+        hook = getattr(self.objective, "after_step", None)
+        if hook is not None:
+            hook(outputs, labels, epoch)
+
+    def extra_state(self) -> dict:
+        getter = getattr(self.objective, "extra_state", None)
+        return {"objective": getter()} if getter is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        setter = getattr(self.objective, "load_extra_state", None)
+        if setter is not None and "objective" in state:
+            setter(state["objective"])
 
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
