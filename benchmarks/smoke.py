@@ -20,7 +20,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", required=True)
     parser.add_argument("--data-dir")
     parser.add_argument("--ae-epochs", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--min-test-acc", type=float, default=80.0)
     return parser.parse_args()
 
@@ -33,7 +33,8 @@ def main() -> int:
     code = reffakd_main([
         "train", "--dataset", "fashion-mnist", *data, "--student", "lenet5",
         "--method", "reffakd", "--ae-epochs", str(args.ae_epochs), "--epochs", str(args.epochs),
-        "--set", f"optim.milestones=[{args.epochs}]", "--out", str(out), "--no-progress",
+        "--lr", "0.05", "--set", f"optim.milestones=[{max(args.epochs - 1, 1)}]",
+        "--out", str(out), "--no-progress",
     ])
     if code != 0:
         return code

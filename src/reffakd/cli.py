@@ -97,8 +97,47 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.add_argument("--no-progress", action="store_true")
 
+    bench = sub.add_parser("bench", help="run a benchmark suite and write results tables/plots")
+    bench.add_argument("suite", help="packaged suite name (see `reffakd list suites`) or YAML file")
+    bench.add_argument("--out", help="bench directory (default runs/bench/<suite>)")
+    bench.add_argument("--data-dir")
+    bench.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
+
+    cost = sub.add_parser(
+        "cost", help="parameters, FLOPs and MACs of a model at a dataset's input (no data read)"
+    )
+    cost.add_argument("model", help="model name (see `reffakd list models`)")
+    cost.add_argument("--dataset", required=True, help="dataset giving the input shape")
+    cost.add_argument("--image-size", type=int, help="input side (default: the dataset's)")
+    cost.add_argument("--in-channels", type=int, help="input channels (default: the dataset's)")
+    cost.add_argument("--num-classes", type=int, help="classes (default: the dataset's)")
+    cost.add_argument("--batch-size", type=int, default=128, help="for steps per epoch")
+    cost.add_argument("--epochs", type=int, help="also print the training FLOPs of N epochs")
+    cost.add_argument(
+        "--val-fraction", type=float, default=0.1, help="validation hold-out from train"
+    )
+    cost.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    tune = sub.add_parser("tune", help="grid/random search on the validation split")
+    _common(tune)
+    tune.add_argument("--student")
+    tune.add_argument("--method")
+    tune.add_argument("--soft-labels")
+    tune.add_argument("--teacher")
+    tune.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="values to try, e.g. loss.alpha=0.1,0.3 or aesl.boost=0,0.008",
+    )
+    tune.add_argument("--samples", type=int, help="random search: try this many combinations")
+    tune.add_argument("--out", required=True, help="tune directory")
+
     lister = sub.add_parser("list", help="list registered names")
-    lister.add_argument("what", choices=["datasets", "models", "methods", "sources", "losses"])
+    lister.add_argument(
+        "what", choices=["datasets", "models", "methods", "sources", "losses", "suites"]
+    )
     return parser
 
 
@@ -204,6 +243,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from reffakd.tune import parse_grid, run_tune
+
+    grid = parse_grid(args.grid)
+    base = _resolve(TrainConfig, args, {**TRAIN_FLAGS, "teacher": "source.run"})
+    record = run_tune(base, grid, Path(args.out), samples=args.samples)
+    print(
+        f"best: {record['best']['params']} val {record['best']['val_best']:.2f}% "
+        f"-> {Path(args.out) / 'best.yaml'} (use with `reffakd train --config`)"
+    )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from reffakd.bench import load_suite, run_suite
+
+    suite = load_suite(args.suite)
+    if args.seeds:
+        suite.seeds = list(args.seeds)
+    out = Path(args.out or f"runs/bench/{suite.name}")
+    run_suite(suite, out, data_dir=args.data_dir)
+    print((out / "results.md").read_text())
+    print(f"bench directory: {out}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from reffakd.data.catalog import DATASETS
     from reffakd.methods import PRESETS
@@ -211,6 +276,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from reffakd.objectives import OBJECTIVES
     from reffakd.sources import SOURCES
 
+    if args.what == "suites":
+        from reffakd.bench import packaged_suites
+
+        print("\n".join(packaged_suites()))
+        return 0
     registry = {
         "datasets": DATASETS,
         "models": MODELS,
@@ -223,7 +293,38 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"soft-labels": cmd_soft_labels, "train": cmd_train, "demo": cmd_demo, "list": cmd_list}
+def cmd_cost(args: argparse.Namespace) -> int:
+    import json
+
+    from reffakd.cost import dataset_input, format_model_cost, model_cost, train_split_size
+
+    for flag in ("batch_size", "epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    shape, classes = dataset_input(
+        args.dataset, args.image_size, args.in_channels, args.num_classes
+    )
+    samples = train_split_size(args.dataset, args.val_fraction)
+    cost = model_cost(args.model, shape, classes, samples, args.batch_size, args.epochs)
+    if args.json:
+        print(json.dumps({"dataset": args.dataset, **cost}, indent=2))
+    else:
+        print(format_model_cost(cost, args.dataset))
+    return 0
+
+
+COMMANDS = {
+    "soft-labels": cmd_soft_labels,
+    "train": cmd_train,
+    "demo": cmd_demo,
+    "bench": cmd_bench,
+    "tune": cmd_tune,
+    "list": cmd_list,
+    "cost": cmd_cost,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,3 +30,71 @@ def plot_curves(history: list[dict[str, Any]], path: Path, keys: list[str]) -> N
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def plot_accuracy_vs_cost(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy (best-on-val epoch, mean ± std) against teacher-signal FLOPs (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    positive = [r["signal_flops"] for r in rows if r["signal_flops"] > 0]
+    floor = min(positive) / 10 if positive else 1.0
+    for row in rows:
+        if not row["seeds"]:
+            continue
+        x = max(row["signal_flops"], floor)
+        ax.errorbar(x, row["test_best_mean"], yerr=row["test_best_std"], fmt="o", capsize=3)
+        ax.annotate(
+            row["method"],
+            (x, row["test_best_mean"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel(f"teacher-signal FLOPs (log; no signal plotted at {floor:.1e})")
+    ax.set_ylabel("test top-1 % (best-on-val epoch)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_method_curves(metrics_files: dict[str, Path], path: Path) -> None:
+    """Validation top-1 against epoch, one line per method (first seed)."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, file in metrics_files.items():
+        if not Path(file).exists():
+            continue
+        records = [json.loads(x) for x in Path(file).read_text().splitlines() if x.strip()]
+        ax.plot(
+            [r["epoch"] for r in records],
+            [r.get("val_top1") for r in records],
+            marker="o",
+            markersize=3,
+            label=label,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())

@@ -32,7 +32,7 @@ class Task(nn.Module):
         return {}
 
     def extra_state(self) -> dict:
-        """State outside ``state_dict`` that a resume needs (e.g. an adversary and its optimizer)."""
+        """State outside ``state_dict`` that resume needs (e.g. an adversary and its optimizer)."""
         return {}
 
     def load_extra_state(self, state: dict) -> None:

@@ -1,0 +1,313 @@
+"""``reffakd bench SUITE``: run a suite of methods × seeds and write comparable results.
+
+A suite is a YAML file (packaged ones live in ``reffakd/suites/``) naming the dataset(s), the
+student, the teacher, the methods, the seeds and the schedules. Shared artefacts are made once
+per dataset and seed and reused by every method that needs them: the AESL soft labels (one
+autoencoder), the trained teacher, and the self-teacher (the ``ce`` run of the student itself).
+Finished runs are skipped and interrupted ones resumed, so rerunning the same command continues.
+
+Outputs in the bench directory: ``results.md``, ``results.csv``, ``results.json`` and PNG plots
+(accuracy against teacher-signal cost, the AESL heatmap, validation curves).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import statistics
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from reffakd.config import (
+    SoftLabelConfig,
+    TrainConfig,
+    from_dict,
+    load_yaml,
+    merge,
+    to_dict,
+)
+from reffakd.errors import UserError
+from reffakd.methods import PRESETS, resolve_method
+from reffakd.utils import atomic_write_text, write_json
+
+
+@dataclass
+class Suite:
+    """What a suite file holds. ``student``/``teacher``/``ae`` hold config overrides."""
+
+    name: str
+    datasets: list[str]
+    methods: list[str]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    student: dict[str, Any] = field(default_factory=dict)
+    teacher: dict[str, Any] = field(default_factory=dict)
+    ae: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+
+def packaged_suites() -> list[str]:
+    folder = resources.files("reffakd") / "suites"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A packaged suite by name, or a YAML file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        packaged = resources.files("reffakd") / "suites" / f"{name_or_path}.yaml"
+        if not packaged.is_file():
+            raise UserError(
+                f"unknown suite {name_or_path!r}: not a file, and not one of the packaged "
+                f"suites ({', '.join(packaged_suites())})."
+            )
+        path = Path(str(packaged))
+    values = load_yaml(path)
+    suite = from_dict(Suite, values)
+    for method in suite.methods:
+        PRESETS.get(method)
+    if not suite.methods or not suite.datasets or not suite.seeds:
+        raise UserError(f"suite {path} needs at least one dataset, method and seed.")
+    return suite
+
+
+# ---------------------------------------------------------------------------- running
+@dataclass
+class BenchPaths:
+    root: Path
+
+    def aesl(self, dataset: str, seed: int) -> Path:
+        return self.root / "shared" / dataset / f"s{seed}" / "aesl"
+
+    def teacher(self, dataset: str, seed: int) -> Path:
+        return self.root / "shared" / dataset / f"s{seed}" / "teacher"
+
+    def run(self, dataset: str, method: str, seed: int) -> Path:
+        return self.root / "runs" / dataset / method / f"s{seed}"
+
+
+def train_config(suite: Suite, dataset: str, seed: int, overrides: dict[str, Any]) -> TrainConfig:
+    values = merge(to_dict(TrainConfig()), suite.student)
+    values = merge(values, overrides)
+    values["data"] = {**values.get("data", {}), "name": dataset}
+    values["seed"] = seed
+    values["progress"] = False
+    return from_dict(TrainConfig, values)
+
+
+def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Run (or continue) every run of ``suite`` in ``out`` and write the results files."""
+    from reffakd.pipeline import make_soft_labels, train_student
+
+    paths = BenchPaths(Path(out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
+    data_override = {"data": {"data_dir": data_dir}} if data_dir else {}
+    for dataset in suite.datasets:
+        for seed in suite.seeds:
+            needs = {resolve_method(m).source for m in suite.methods}
+            if "aesl" in needs:
+                values = merge(to_dict(SoftLabelConfig()), merge(suite.ae, data_override))
+                values["data"] = {**values.get("data", {}), "name": dataset}
+                values.update(seed=seed, progress=False)
+                make_soft_labels(
+                    from_dict(SoftLabelConfig, values), paths.aesl(dataset, seed), resume=True
+                )
+            if "teacher" in needs:
+                config = train_config(suite, dataset, seed, merge(suite.teacher, data_override))
+                config.method = "ce"
+                _train_once(train_student, config, paths.teacher(dataset, seed))
+            ordered = sorted(suite.methods, key=lambda m: m != "ce")  # ce is the self-teacher
+            for method in ordered:
+                options = merge(suite.method_options.get(method, {}), data_override)
+                config = train_config(suite, dataset, seed, options)
+                config.method = method
+                _attach_artefacts(config, paths, dataset, seed)
+                _train_once(train_student, config, paths.run(dataset, method, seed))
+    results = collect_results(suite, paths)
+    write_results(results, paths.root, suite)
+    return results
+
+
+def _train_once(train_student: Any, config: TrainConfig, out: Path) -> None:
+    if (out / "summary.json").exists():
+        print(f"skip (finished): {out}")
+        return
+    resume = (out / "checkpoints" / "last.pt").exists()
+    print(f"{'resume' if resume else 'run'}: {out}")
+    train_student(config, out, resume=resume)
+
+
+def _attach_artefacts(config: TrainConfig, paths: BenchPaths, dataset: str, seed: int) -> None:
+    source = resolve_method(config.method, config.source, config.loss).source
+    if source == "aesl":
+        config.source.setdefault("soft_labels", str(paths.aesl(dataset, seed) / "soft_labels.pt"))
+    elif source == "teacher":
+        config.source.setdefault("run", str(paths.teacher(dataset, seed)))
+    elif source == "self":
+        config.source.setdefault("run", str(paths.run(dataset, "ce", seed)))
+
+
+def _suite_yaml(suite: Suite) -> str:
+    import dataclasses
+
+    import yaml
+
+    return yaml.safe_dump(dataclasses.asdict(suite), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- results
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1); std is 0 for a single value."""
+    if not values:
+        return math.nan, math.nan
+    if len(values) == 1:
+        return values[0], 0.0
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def format_mean_std(values: list[float], digits: int = 2) -> str:
+    mean, std = mean_std(values)
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def signal_cost(summary: dict[str, Any], paths: BenchPaths, dataset: str, seed: int) -> dict:
+    """Teacher-signal cost of a run: FLOPs, seconds and peak memory of the phases that make it."""
+    cost = summary.get("cost", {}).get("teacher_signal")
+    return dict(cost) if cost else {"flops": 0.0, "seconds": 0.0, "peak_mb": 0.0}
+
+
+def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
+    rows = []
+    for dataset in suite.datasets:
+        for method in suite.methods:
+            runs = []
+            for seed in suite.seeds:
+                summary_path = paths.run(dataset, method, seed) / "summary.json"
+                if summary_path.exists():
+                    summary = json.loads(summary_path.read_text())
+                    runs.append((seed, summary, signal_cost(summary, paths, dataset, seed)))
+            rows.append(_row(dataset, method, runs))
+    _add_ratios(rows)
+    return {"suite": suite.name, "rows": rows}
+
+
+def _row(dataset: str, method: str, runs: list[tuple[int, dict, dict]]) -> dict[str, Any]:
+    def values(which: str, split: str) -> list[float]:
+        return [s[which][f"{split}_top1"] for _, s, _ in runs if f"{split}_top1" in s[which]]
+
+    row: dict[str, Any] = {"dataset": dataset, "method": method, "seeds": [r[0] for r in runs]}
+    for which in ("best", "last"):
+        for split in ("val", "test"):
+            vals = values(which, split)
+            mean, std = mean_std(vals)
+            row[f"{split}_{which}"] = vals
+            row[f"{split}_{which}_mean"], row[f"{split}_{which}_std"] = mean, std
+    for key in ("flops", "seconds", "peak_mb"):
+        row[f"signal_{key}"] = statistics.fmean([c.get(key, 0.0) for *_, c in runs]) if runs else 0
+    row["student_seconds"] = (
+        statistics.fmean([s.get("seconds_total", 0.0) for _, s, _ in runs]) if runs else 0.0
+    )
+    return row
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Each method's teacher-signal cost divided by vanilla KD's (the trained teacher)."""
+    for row in rows:
+        reference = next(
+            (r for r in rows if r["dataset"] == row["dataset"] and r["method"] == "kd"), None
+        )
+        for key in ("flops", "seconds", "peak_mb"):
+            base = reference[f"signal_{key}"] if reference else 0.0
+            row[f"signal_{key}_vs_kd"] = row[f"signal_{key}"] / base if base else None
+
+
+def results_markdown(results: dict[str, Any], suite: Suite) -> str:
+    lines = [
+        f"# Results: {suite.name}",
+        "",
+        suite.description.strip(),
+        "",
+        "Top-1 accuracy (%), mean ± sample std over seeds; *best* is the epoch with the best "
+        "validation accuracy, *last* the final epoch. The validation split is held out from "
+        "train; the test split is never used for a choice. Teacher-signal cost is what it takes "
+        "to make the soft targets (training the teacher or autoencoder, computing soft labels, "
+        "running a frozen teacher during distillation); ratios are against vanilla KD's.",
+        "",
+        "| dataset | method | seeds | val best | val last | test best | test last | "
+        "signal GFLOPs | signal s | signal peak MB | FLOPs vs KD | time vs KD |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['dataset']} | {row['method']} | {len(row['seeds'])} | "
+            f"{format_mean_std(row['val_best'])} | {format_mean_std(row['val_last'])} | "
+            f"{format_mean_std(row['test_best'])} | {format_mean_std(row['test_last'])} | "
+            f"{row['signal_flops'] / 1e9:,.1f} | {row['signal_seconds']:,.1f} | "
+            f"{row['signal_peak_mb']:,.0f} | {_ratio(row['signal_flops_vs_kd'])} | "
+            f"{_ratio(row['signal_seconds_vs_kd'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3g}×" if value else "0"
+
+
+CSV_FIELDS = [
+    "dataset",
+    "method",
+    "seeds",
+    "val_best_mean",
+    "val_best_std",
+    "val_last_mean",
+    "val_last_std",
+    "test_best_mean",
+    "test_best_std",
+    "test_last_mean",
+    "test_last_std",
+    "signal_flops",
+    "signal_seconds",
+    "signal_peak_mb",
+    "signal_flops_vs_kd",
+    "signal_seconds_vs_kd",
+    "student_seconds",
+]
+
+
+def results_csv(results: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in results["rows"]:
+        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"]))})
+    return buffer.getvalue()
+
+
+def write_results(results: dict[str, Any], root: Path, suite: Suite) -> None:
+    atomic_write_text(root / "results.md", results_markdown(results, suite))
+    atomic_write_text(root / "results.csv", results_csv(results))
+    write_json(root / "results.json", results)
+    from reffakd.plots import plot_accuracy_vs_cost, plot_method_curves
+
+    plot_accuracy_vs_cost(results["rows"], root / "accuracy_vs_cost.png")
+    paths = BenchPaths(root)
+    curves = {}
+    for row in results["rows"]:
+        if row["seeds"]:
+            run = paths.run(row["dataset"], row["method"], row["seeds"][0])
+            curves[f"{row['dataset']} {row['method']}"] = run / "metrics.jsonl"
+    plot_method_curves(curves, root / "curves.png")
+    for dataset in suite.datasets:
+        heatmap = paths.aesl(dataset, suite.seeds[0]) / "soft_labels.png"
+        if heatmap.exists():
+            shutil.copyfile(heatmap, root / f"aesl_{dataset}.png")

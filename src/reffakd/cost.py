@@ -1,0 +1,456 @@
+"""Cost accounting: parameters, FLOPs/MACs, wall time and peak memory per phase of a run.
+
+A run has phases: training a teacher, an autoencoder or a light teacher; computing soft labels;
+training the student. Each phase is measured with :class:`PhaseMeter` and described by
+:func:`phase_cost`, a JSON-ready dict that can go into a run's ``summary.json``;
+:func:`aggregate_costs` sums a list of them.
+
+Conventions:
+
+* FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`, which counts only
+  matrix-multiply and convolution-like ops (``mm``, ``addmm``, ``bmm``, convolutions, including
+  transposed ones, attention). Batch norm, activations, pooling, element-wise ops and bias
+  additions are *not* counted. A multiply-add counts as 2 FLOPs, so MACs = FLOPs / 2.
+* Training costs ``3 x forward`` per sample (forward + backward, the backward pass being about
+  twice the forward); a frozen network that only runs forward costs ``1 x forward``.
+* Memory is in MiB (2**20 bytes), reported as ``*_mb``.
+
+>>> from reffakd.models import build_model
+>>> forward_flops(build_model("lenet5", 10, 1, 32), (1, 32, 32))["macs"]
+416520
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from reffakd.errors import UserError
+
+MIB = 2**20
+TRAIN_MULTIPLIER = 3  # forward + backward ~ 3 x forward
+INFERENCE_MULTIPLIER = 1
+
+# Official train-split images per class (the test split is separate). Used by ``reffakd cost`` to
+# get an epoch's size without reading data; the validation hold-out is applied per class exactly
+# as :func:`reffakd.data.dataset.hold_out_validation` does.
+TRAIN_CLASS_COUNTS: dict[str, tuple[int, ...]] = {
+    "fashion-mnist": (6000,) * 10,
+    "mnist": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    "cifar10": (5000,) * 10,
+    "cifar100": (500,) * 100,
+    "tiny-imagenet": (500,) * 200,
+}
+
+Shape = Sequence[int]
+
+
+# ---------------------------------------------------------------------------------------------
+# Static counts
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (shared ones once); only ``requires_grad`` ones if trainable_only."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_trainable_parameters(model: nn.Module) -> int:
+    """Number of parameters with ``requires_grad`` set."""
+    return count_parameters(model, trainable_only=True)
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def forward_flops(
+    model: nn.Module,
+    input_shape: Shape,
+    device: str | torch.device | None = None,
+    batch_size: int = 1,
+) -> dict[str, Any]:
+    """FLOPs and MACs of one forward pass per sample, counted by torch's ``FlopCounterMode``.
+
+    ``input_shape`` excludes the batch dimension, e.g. ``(3, 32, 32)``. The model runs in eval
+    mode under ``no_grad`` on a zero batch of ``batch_size`` (on ``device``, default the model's
+    own) and the total is divided by ``batch_size``; its train/eval mode is restored afterwards.
+
+    Only matmul- and convolution-like ops are counted (transposed convolutions by their input
+    positions, which is the exact multiply count); batch norm, activations, pooling, element-wise
+    ops and bias additions are not. torch counts a multiply-add as 2 FLOPs, so
+    ``macs = flops // 2``. Returns ``{"flops", "macs", "by_op", "input_shape"}`` where ``by_op``
+    maps each counted aten op to its FLOPs per sample.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    own_device, dtype = _model_device_dtype(model)
+    inputs = torch.zeros(batch_size, *input_shape, device=device or own_device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(inputs)
+    finally:
+        model.train(was_training)
+    by_op = {str(op): n // batch_size for op, n in counter.get_flop_counts()["Global"].items()}
+    flops = counter.get_total_flops() // batch_size
+    return {"flops": flops, "macs": flops // 2, "by_op": by_op, "input_shape": list(input_shape)}
+
+
+def training_flops(forward_flops_per_sample: float, samples_seen: int) -> float:
+    """FLOPs of training on ``samples_seen`` samples: ``3 x forward x samples``.
+
+    The usual approximation: the backward pass costs about twice the forward (gradients with
+    respect to both activations and weights), so forward + backward ~ 3 x forward. The
+    optimizer step and the uncounted ops (see :func:`forward_flops`) are left out.
+    """
+    return float(TRAIN_MULTIPLIER * forward_flops_per_sample * samples_seen)
+
+
+def inference_flops(forward_flops_per_sample: float, samples_seen: int) -> float:
+    """FLOPs of running a frozen network forward on ``samples_seen`` samples."""
+    return float(INFERENCE_MULTIPLIER * forward_flops_per_sample * samples_seen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Time and memory
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident set size so far, in bytes (None where unsupported).
+
+    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS. It never decreases during the
+    process's life, so a phase's own share is only visible as an increase over the peak so far.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _mib(n_bytes: float | None) -> float | None:
+    return None if n_bytes is None else round(n_bytes / MIB, 3)
+
+
+def _cuda_device(device: str | torch.device | None) -> torch.device | None:
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return device
+
+
+class PhaseMeter:
+    """Wall seconds and peak memory of one phase; a context manager or ``start()``/``stop()``.
+
+    On CPU the memory is the process peak RSS: ``peak_rss_mb`` is the peak at the end of the
+    phase (a lifetime peak, which earlier phases may have set) and ``rss_increase_mb`` how much
+    the phase raised it. On a CUDA ``device`` the allocator's peak statistics are reset at the
+    start and ``cuda_peak_mb`` is ``torch.cuda.max_memory_allocated`` at the end; it is None
+    otherwise.
+
+    >>> with PhaseMeter("student") as meter:
+    ...     pass
+    >>> sorted(meter.result)
+    ['cuda_peak_mb', 'peak_rss_mb', 'phase', 'rss_increase_mb', 'seconds']
+    """
+
+    def __init__(self, phase: str, device: str | torch.device | None = None) -> None:
+        self.phase = phase
+        self.cuda = _cuda_device(device)
+        self._started: float | None = None
+        self._rss_start: int | None = None
+        self.result: dict[str, Any] = {}
+
+    def start(self) -> PhaseMeter:
+        if self.cuda is not None:
+            torch.cuda.synchronize(self.cuda)
+            torch.cuda.reset_peak_memory_stats(self.cuda)
+        self._rss_start = peak_rss_bytes()
+        self._started = time.perf_counter()
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        if self._started is None:
+            raise RuntimeError("PhaseMeter.stop() called before start()")
+        if self.cuda is not None:
+            torch.cuda.synchronize(self.cuda)
+        seconds = time.perf_counter() - self._started
+        rss_end = peak_rss_bytes()
+        increase = None
+        if rss_end is not None and self._rss_start is not None:
+            increase = max(0, rss_end - self._rss_start)
+        cuda_peak = None
+        if self.cuda is not None:
+            cuda_peak = torch.cuda.max_memory_allocated(self.cuda)
+        self.result = {
+            "phase": self.phase,
+            "seconds": round(seconds, 4),
+            "peak_rss_mb": _mib(rss_end),
+            "rss_increase_mb": _mib(increase),
+            "cuda_peak_mb": _mib(cuda_peak),
+        }
+        return self.result
+
+    def __enter__(self) -> PhaseMeter:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases
+
+
+def _per_network(value: Any, names: Iterable[str], what: str) -> dict[str, Any]:
+    """``value`` for every network, or look each network up when ``value`` is a mapping."""
+    names = list(names)
+    if not isinstance(value, Mapping):
+        return dict.fromkeys(names, value)
+    missing = [n for n in names if n not in value]
+    if missing:
+        raise ValueError(f"{what} is missing networks {missing}")
+    return {n: value[n] for n in names}
+
+
+def _is_trained(model: nn.Module) -> bool:
+    return any(p.requires_grad for p in model.parameters())
+
+
+def network_cost(
+    model: nn.Module, input_shape: Shape, samples_seen: int, trained: bool
+) -> dict[str, Any]:
+    """Parameters, per-sample forward FLOPs/MACs and the phase FLOPs of one network."""
+    forward = forward_flops(model, input_shape)
+    cost = training_flops if trained else inference_flops
+    return {
+        "trained": trained,
+        "params": count_parameters(model),
+        "trainable_params": count_trainable_parameters(model),
+        "input_shape": forward["input_shape"],
+        "forward_flops": forward["flops"],
+        "forward_macs": forward["macs"],
+        "samples_seen": int(samples_seen),
+        "flops": cost(forward["flops"], samples_seen),
+    }
+
+
+def phase_cost(
+    name: str,
+    models: Mapping[str, nn.Module],
+    input_shape: Shape | Mapping[str, Shape],
+    samples_seen: int | Mapping[str, int],
+    meter_result: Mapping[str, Any] | None = None,
+    trained: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Everything a phase cost, as a JSON-ready dict for ``summary.json``.
+
+    ``models`` names the networks that ran in the phase, e.g. ``{"student": s, "teacher": t}``
+    (for soft-label computation pass only what runs, e.g. the autoencoder's ``encoder``).
+    ``input_shape`` and ``samples_seen`` (samples each network processed, summed over epochs)
+    are shared or given per network. ``trained`` names the networks being trained (3 x forward
+    per sample); the rest only run forward (1 x). By default a network is trained when any of
+    its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`.
+
+    Returns ``{"phase", "seconds", "peak_rss_mb", "rss_increase_mb", "cuda_peak_mb",
+    "networks": {name: network_cost(...)}, "params_trained", "training_flops",
+    "inference_flops", "total_flops"}``.
+    """
+    shapes = _per_network(input_shape, models, "input_shape")
+    samples = _per_network(samples_seen, models, "samples_seen")
+    if trained is None:
+        trained = [n for n, m in models.items() if _is_trained(m)]
+    unknown = set(trained) - set(models)
+    if unknown:
+        raise ValueError(f"trained names unknown networks {sorted(unknown)}")
+    networks = {n: network_cost(m, shapes[n], samples[n], n in trained) for n, m in models.items()}
+    meter = dict(meter_result or {})
+    train_total = sum(c["flops"] for c in networks.values() if c["trained"])
+    infer_total = sum(c["flops"] for c in networks.values() if not c["trained"])
+    return {
+        "phase": name,
+        "seconds": meter.get("seconds"),
+        "peak_rss_mb": meter.get("peak_rss_mb"),
+        "rss_increase_mb": meter.get("rss_increase_mb"),
+        "cuda_peak_mb": meter.get("cuda_peak_mb"),
+        "networks": networks,
+        "params_trained": sum(c["params"] for c in networks.values() if c["trained"]),
+        "training_flops": float(train_total),
+        "inference_flops": float(infer_total),
+        "total_flops": float(train_total + infer_total),
+    }
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _max_known(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def aggregate_costs(phases: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals over phase costs: summed seconds and FLOPs, the highest memory peaks.
+
+    ``params_trained`` sums over phases, i.e. counts every network trained anywhere in the run.
+    """
+    return {
+        "phases": [p["phase"] for p in phases],
+        "seconds": _sum_known(p.get("seconds") for p in phases),
+        "peak_rss_mb": _max_known(p.get("peak_rss_mb") for p in phases),
+        "cuda_peak_mb": _max_known(p.get("cuda_peak_mb") for p in phases),
+        "params_trained": sum(int(p.get("params_trained", 0)) for p in phases),
+        "training_flops": float(sum(p.get("training_flops", 0.0) for p in phases)),
+        "inference_flops": float(sum(p.get("inference_flops", 0.0) for p in phases)),
+        "total_flops": float(sum(p.get("total_flops", 0.0) for p in phases)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# ``reffakd cost``
+
+
+def train_split_size(dataset: str, val_fraction: float) -> int | None:
+    """Images per training epoch after the per-class validation hold-out; None if unknown."""
+    counts = TRAIN_CLASS_COUNTS.get(dataset)
+    if counts is None:
+        return None
+    # round() rounds half to even, as torch.round does in hold_out_validation
+    return sum(n - round(n * val_fraction) for n in counts)
+
+
+def dataset_input(
+    dataset: str,
+    image_size: int | None = None,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[tuple[int, int, int], int]:
+    """``((channels, size, size), num_classes)`` for a dataset, with optional overrides.
+
+    Reads only the dataset's spec, never its files. Raises :class:`UserError` for an unknown
+    dataset, a non-positive value, or a value the spec lacks (``imagefolder``) and no override.
+    """
+    from reffakd.data.catalog import get_spec
+
+    spec = get_spec(dataset)
+    values = {
+        "--image-size": image_size or spec.default_image_size,
+        "--in-channels": in_channels or spec.in_channels,
+        "--num-classes": num_classes or spec.num_classes,
+    }
+    for flag, given in (
+        ("--image-size", image_size),
+        ("--in-channels", in_channels),
+        ("--num-classes", num_classes),
+    ):
+        if given is not None and given < 1:
+            raise UserError(f"{flag} must be positive, got {given}")
+    missing = [flag for flag, value in values.items() if value is None]
+    if missing:
+        raise UserError(f"dataset {dataset!r} does not fix the input; pass {' '.join(missing)}")
+    size, channels, classes = values.values()
+    return (channels, size, size), classes
+
+
+def model_cost(
+    model_name: str,
+    input_shape: Shape,
+    num_classes: int,
+    train_samples: int | None = None,
+    batch_size: int = 128,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Parameters, forward FLOPs/MACs per sample and training FLOPs of a registry model.
+
+    Raises :class:`~reffakd.errors.UserError` for an unknown model or one that cannot take
+    ``input_shape``.
+    """
+    from reffakd.models import build_model
+
+    channels, size = int(input_shape[0]), int(input_shape[-1])
+    try:
+        model = build_model(model_name, num_classes, in_channels=channels, image_size=size)
+        forward = forward_flops(model, input_shape)
+    except (ValueError, RuntimeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"model {model_name!r} at input {_shape_text(input_shape)}: {first}"
+        ) from None
+    per_epoch = None if train_samples is None else training_flops(forward["flops"], train_samples)
+    return {
+        "model": model_name,
+        "input_shape": list(input_shape),
+        "num_classes": num_classes,
+        "params": count_parameters(model),
+        "trainable_params": count_trainable_parameters(model),
+        "forward_flops": forward["flops"],
+        "forward_macs": forward["macs"],
+        "train_samples_per_epoch": train_samples,
+        "batch_size": batch_size,
+        "steps_per_epoch": None if train_samples is None else math.ceil(train_samples / batch_size),
+        "training_flops_per_epoch": per_epoch,
+        "epochs": epochs,
+        "training_flops_total": None if per_epoch is None or epochs is None else per_epoch * epochs,
+    }
+
+
+def _shape_text(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def human(value: float, unit: str = "") -> str:
+    """``1298014208`` -> ``'1.30 G'``: three significant-ish digits with an SI prefix."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}"
+    return f"{value:g} {unit}".rstrip()
+
+
+def format_model_cost(cost: Mapping[str, Any], dataset: str | None = None) -> str:
+    """The human-readable report printed by ``reffakd cost``."""
+    where = f"{dataset}: " if dataset else ""
+    lines = [
+        f"model       {cost['model']} ({where}input {_shape_text(cost['input_shape'])}, "
+        f"{cost['num_classes']} classes)",
+        f"parameters  {cost['params']:,} ({human(cost['params'])}), "
+        f"trainable {cost['trainable_params']:,}",
+        f"forward     {cost['forward_flops']:,} FLOPs = {cost['forward_macs']:,} MACs per sample "
+        f"({human(cost['forward_macs'], 'MACs')})",
+    ]
+    if cost["training_flops_per_epoch"] is None:
+        lines.append("training    train-split size unknown: 3 x forward FLOPs per sample seen")
+        return "\n".join(lines)
+    lines.append(
+        f"training    {human(cost['training_flops_per_epoch'], 'FLOPs')} per epoch "
+        f"(3 x forward x {cost['train_samples_per_epoch']:,} samples, "
+        f"{cost['steps_per_epoch']:,} steps of {cost['batch_size']})"
+    )
+    if cost["training_flops_total"] is not None:
+        lines.append(
+            f"            {human(cost['training_flops_total'], 'FLOPs')} for "
+            f"{cost['epochs']} epochs"
+        )
+    lines.append("counted: matmul/conv ops only (not BN, activations, pooling, bias)")
+    return "\n".join(lines)

@@ -1,0 +1,137 @@
+"""``reffakd tune``: grid or random search over config keys, scored on the validation split.
+
+Each trial is an ordinary training run in ``OUT/trials/NNN``. The score is the best validation
+top-1 of the trial (the test split is recorded but never used to choose). The best trial's
+resolved config is written to ``OUT/best.yaml``, which ``reffakd train --config`` accepts.
+
+Soft-label knobs are tuned without retraining the autoencoder: ``aesl.boost`` and
+``aesl.temperature`` re-derive the table from the similarity matrix stored in one shared
+soft-label run (``OUT/aesl``).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reffakd.aesl import SoftLabels, soft_labels_from_similarity
+from reffakd.config import TrainConfig, apply_overrides, from_dict, to_dict
+from reffakd.errors import UserError
+from reffakd.utils import atomic_write_text, write_json
+
+AESL_KEYS = ("aesl.boost", "aesl.temperature")
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
+    """``["loss.alpha=0.1,0.5", "loss.temperature=1,4"]`` -> {key: [values]}."""
+    grid: dict[str, list[Any]] = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise UserError(f"--grid expects KEY=V1,V2,... (e.g. loss.alpha=0.1,0.5), got {spec!r}")
+        key, raw = spec.split("=", 1)
+        values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+        if not values:
+            raise UserError(f"--grid {key} has no values.")
+        grid[key.strip()] = values
+    return grid
+
+
+def trials(grid: dict[str, list[Any]], samples: int | None, seed: int) -> list[dict[str, Any]]:
+    """Every combination, or ``samples`` of them drawn without replacement."""
+    keys = list(grid)
+    combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    if samples is not None and samples < len(combos):
+        combos = random.Random(seed).sample(combos, samples)
+    return combos
+
+
+def trial_config(base: TrainConfig, trial: dict[str, Any]) -> TrainConfig:
+    overrides = [f"{k}={json.dumps(v)}" for k, v in trial.items() if k not in AESL_KEYS]
+    return from_dict(TrainConfig, apply_overrides(to_dict(copy.deepcopy(base)), overrides))
+
+
+def run_tune(
+    base: TrainConfig, grid: dict[str, list[Any]], out: Path, samples: int | None = None
+) -> dict[str, Any]:
+    from reffakd.pipeline import make_soft_labels, train_student
+
+    out = Path(out)
+    chosen = trials(grid, samples, base.seed)
+    shared = None
+    if any(key in grid for key in AESL_KEYS):
+        ae = copy.deepcopy(base.ae)
+        ae.data, ae.seed, ae.device, ae.progress = base.data, base.seed, base.device, base.progress
+        shared = make_soft_labels(ae, out / "aesl", resume=True)
+    results = []
+    for number, trial in enumerate(chosen):
+        config = trial_config(base, trial)
+        run = out / "trials" / f"{number:03d}"
+        if shared is not None:
+            config.source["soft_labels"] = str(_derived_soft_labels(shared, trial, run))
+        summary = _summary_or_train(train_student, config, run)
+        results.append(
+            {
+                "trial": number,
+                "params": trial,
+                "run": str(run),
+                "val_best": summary["best"].get("val_top1"),
+                "best_epoch": summary["best_epoch"],
+                "test_at_val_best": summary["best"].get("test_top1"),
+                "val_last": summary["last"].get("val_top1"),
+            }
+        )
+        print(f"trial {number}: {trial} -> val {results[-1]['val_best']:.2f}%")
+    best = max(results, key=lambda r: r["val_best"])
+    best_config = trial_config(base, best["params"])
+    if shared is not None:
+        best_config.source["soft_labels"] = str(Path(best["run"]) / "aesl_soft_labels.pt")
+    atomic_write_text(out / "best.yaml", yaml.safe_dump(to_dict(best_config), sort_keys=False))
+    record = {
+        "selection": "best validation top-1 (test never used)",
+        "grid": grid,
+        "trials": results,
+        "best": best,
+    }
+    write_json(out / "tune.json", record)
+    atomic_write_text(out / "tune.md", tune_markdown(record))
+    return record
+
+
+def _derived_soft_labels(shared: SoftLabels, trial: dict[str, Any], run: Path) -> Path:
+    if shared.similarity is None:
+        raise UserError("the shared soft-label file has no similarity matrix; regenerate it.")
+    boost = trial.get("aesl.boost", shared.meta["boost"])
+    temperature = trial.get("aesl.temperature", shared.meta["temperature"])
+    table = soft_labels_from_similarity(shared.similarity.double(), boost, temperature)
+    meta = {**shared.meta, "boost": boost, "temperature": temperature}
+    path = run / "aesl_soft_labels.pt"
+    SoftLabels(table, shared.similarity, meta).save(path)
+    return path
+
+
+def _summary_or_train(train_student: Any, config: TrainConfig, run: Path) -> dict[str, Any]:
+    if (run / "summary.json").exists():
+        return json.loads((run / "summary.json").read_text())
+    resume = (run / "checkpoints" / "last.pt").exists()
+    return train_student(config, run, resume=resume)
+
+
+def tune_markdown(record: dict[str, Any]) -> str:
+    keys = list(record["grid"])
+    lines = [
+        "| trial | " + " | ".join(keys) + " | val best | epoch | val last | test at val-best |",
+        "|---" * (len(keys) + 5) + "|",
+    ]
+    for r in sorted(record["trials"], key=lambda r: -r["val_best"]):
+        cells = " | ".join(str(r["params"][k]) for k in keys)
+        lines.append(
+            f"| {r['trial']} | {cells} | {r['val_best']:.2f} | {r['best_epoch']} | "
+            f"{r['val_last']:.2f} | {r['test_at_val_best']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"

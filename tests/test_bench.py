@@ -1,0 +1,89 @@
+import json
+import math
+
+import pytest
+import yaml
+
+from reffakd.bench import format_mean_std, load_suite, mean_std, packaged_suites, run_suite
+from reffakd.cli import main
+from reffakd.errors import UserError
+
+
+def test_mean_and_sample_std():
+    mean, std = mean_std([70.0, 72.0, 74.0])
+    assert mean == pytest.approx(72.0)
+    assert std == pytest.approx(2.0)  # sample std: sqrt(((−2)² + 0 + 2²) / (3 − 1))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert all(math.isnan(v) for v in mean_std([]))
+    assert format_mean_std([70.0, 72.0, 74.0]) == "72.00 ± 2.00"
+    assert format_mean_std([71.234]) == "71.23"
+
+
+def test_packaged_suites_load():
+    names = packaged_suites()
+    for name in ("fmnist-quick", "fmnist", "cifar10", "paper-cifar100", "paper-tinyimagenet"):
+        assert name in names
+        assert load_suite(name).methods
+    with pytest.raises(UserError, match="unknown suite"):
+        load_suite("no-such-suite")
+
+
+def tiny_suite(tmp_path, methods, seeds):
+    suite = {
+        "name": "tiny",
+        "datasets": ["fashion-mnist"],
+        "seeds": seeds,
+        "methods": methods,
+        "student": {
+            "student": "lenet5",
+            "optim": {"epochs": 1, "batch_size": 100, "milestones": [1]},
+        },
+        "teacher": {"student": "lenet5", "optim": {"epochs": 1, "batch_size": 100}},
+        "ae": {"optim": {"epochs": 1, "batch_size": 100}, "samples_per_class": 4},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_tiny_suite_runs_shares_artefacts_and_resumes(tiny_data, tmp_path, capsys):
+    path = tiny_suite(tmp_path, ["ce", "ls", "reffakd", "tfkd-self", "kd"], [0, 1])
+    out = tmp_path / "bench"
+    results = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    for name in (
+        "results.md",
+        "results.csv",
+        "results.json",
+        "accuracy_vs_cost.png",
+        "curves.png",
+        "aesl_fashion-mnist.png",
+    ):
+        assert (out / name).exists(), name
+    rows = {row["method"]: row for row in results["rows"]}
+    assert set(rows) == {"ce", "ls", "reffakd", "tfkd-self", "kd"}
+    assert all(row["seeds"] == [0, 1] for row in rows.values())
+    assert len(list((out / "shared" / "fashion-mnist").glob("s*/aesl/soft_labels.pt"))) == 2
+    assert len(list((out / "shared" / "fashion-mnist").glob("s*/teacher/summary.json"))) == 2
+    self_config = yaml.safe_load(
+        (out / "runs" / "fashion-mnist" / "tfkd-self" / "s0" / "config.yaml").read_text()
+    )
+    assert self_config["source"]["run"].endswith("runs/fashion-mnist/ce/s0")
+    markdown = (out / "results.md").read_text()
+    assert "| fashion-mnist | reffakd | 2 |" in markdown and "±" in markdown
+    capsys.readouterr()
+
+    (out / "runs" / "fashion-mnist" / "ls" / "s1" / "summary.json").unlink()
+    again = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    printed = capsys.readouterr().out
+    assert printed.count("skip (finished)") == 11  # 2 teachers + 10 runs, one unfinished
+    assert "resume:" in printed and "ls/s1" in printed
+    assert json.loads((out / "results.json").read_text())["rows"] == again["rows"]
+
+
+def test_bench_cli(tiny_data, tmp_path, capsys):
+    path = tiny_suite(tmp_path, ["ce"], [0])
+    assert (
+        main(["bench", str(path), "--out", str(tmp_path / "b"), "--data-dir", str(tiny_data)]) == 0
+    )
+    assert "| fashion-mnist | ce | 1 |" in capsys.readouterr().out
+    assert main(["bench", "nope"]) == 2
