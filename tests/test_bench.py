@@ -87,3 +87,25 @@ def test_bench_cli(tiny_data, tmp_path, capsys):
     )
     assert "| fashion-mnist | ce | 1 |" in capsys.readouterr().out
     assert main(["bench", "nope"]) == 2
+
+
+def test_teacher_signal_cost_is_accounted(tiny_data, tmp_path):
+    path = tiny_suite(tmp_path, ["ce", "reffakd", "kd"], [0])
+    out = tmp_path / "bench"
+    results = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    rows = {row["method"]: row for row in results["rows"]}
+    assert rows["ce"]["signal_flops"] == 0
+    assert rows["reffakd"]["signal_flops"] > 0 and rows["kd"]["signal_flops"] > 0
+    assert rows["kd"]["signal_flops_vs_kd"] == pytest.approx(1.0)
+    summary = json.loads(
+        (out / "runs" / "fashion-mnist" / "kd" / "s0" / "summary.json").read_text()
+    )
+    phases = [p["phase"] for p in summary["cost"]["phases"]]
+    assert phases == ["teacher:teacher_training", "student_training"]
+    student = summary["cost"]["phases"][-1]
+    assert set(student["networks"]) == {"student", "teacher"}
+    n = student["networks"]["teacher"]
+    assert n["flops"] == n["forward_flops"] * n["samples_seen"]  # frozen: forward only
+    signal = summary["cost"]["teacher_signal"]
+    teacher_training = summary["cost"]["phases"][0]["total_flops"]
+    assert signal["flops"] == pytest.approx(teacher_training + n["flops"])

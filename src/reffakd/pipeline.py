@@ -34,6 +34,7 @@ from reffakd.config import (
     from_dict,
     load_yaml,
 )
+from reffakd.cost import PhaseMeter, aggregate_costs, phase_cost
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
 from reffakd.data.catalog import DatasetSpec, get_spec, load_dataset
 from reffakd.data.dataset import DataSplits, hold_out_validation
@@ -145,25 +146,44 @@ def _make_soft_labels_locked(
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
-    started = time.perf_counter()
-    result = trainer.fit()
-    train_seconds = time.perf_counter() - started
+    with PhaseMeter("autoencoder_training", device) as train_meter:
+        result = trainer.fit()
     best = load_checkpoint(run_dir.best_checkpoint)
     ae.load_state_dict(best["model"])
-    started = time.perf_counter()
-    labels = _aesl_from_autoencoder(config, ae, data, transform, device)
+    with PhaseMeter("soft_label_computation", device) as label_meter:
+        labels = _aesl_from_autoencoder(config, ae, data, transform, device)
+    shape = (in_channels, data.image_size, data.image_size)
+    phases = [
+        phase_cost(
+            "autoencoder_training",
+            {"cae": ae},
+            shape,
+            config.optim.epochs * len(data.splits.train),
+            {**train_meter.result, "seconds": result.summary["seconds_total"]},
+            trained=["cae"],
+        ),
+        phase_cost(
+            "soft_label_computation",
+            {"cae_encoder": getattr(ae, "encoder", ae)},
+            shape,
+            labels.meta["samples_embedded"],
+            label_meter.result,
+            trained=[],
+        ),
+    ]
     labels.meta.update(
         ae_epochs=config.optim.epochs,
         ae_best_epoch=result.summary["best_epoch"],
         reconstruction_mse_val=result.summary["best"].get("val_mse"),
         reconstruction_mse_last=result.summary["last"].get("val_mse"),
-        ae_train_seconds=round(train_seconds, 3),
-        soft_label_seconds=round(time.perf_counter() - started, 4),
+        ae_train_seconds=result.summary["seconds_total"],
+        soft_label_seconds=label_meter.result["seconds"],
+        cost={"phases": phases},
     )
     labels.save(run_dir.path / "soft_labels.pt")
     save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {data.spec.name}")
     plot_curves(result.history, run_dir.path / "curves.png", ["train_mse", "val_mse", "test_mse"])
-    summary = {**result.summary, "soft_labels": labels.meta}
+    summary = {**result.summary, "soft_labels": labels.meta, "cost": cost_summary(phases, [])}
     write_summary(run_dir, summary)
     return labels
 
@@ -208,6 +228,7 @@ def _aesl_from_autoencoder(
         "boost": boost,
         "temperature": config.temperature,
         "embedding_dim": int(embeddings.shape[1]),
+        "samples_embedded": int(len(chosen)),
         "ae_weights_sha256": weights_hash(ae.state_dict()),
         "entropy_bits": round(entropy_bits(table), 6),
         "reffakd_version": __version__,
@@ -308,7 +329,10 @@ def _train_locked(
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
-    result = trainer.fit()
+    with PhaseMeter("student_training", device) as meter:
+        result = trainer.fit()
+    student_phase = _student_phase(config, data, student, source, meter.result, result.summary)
+    cost = cost_summary(_signal_phases(context), [student_phase])
     plot_curves(
         result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
     )
@@ -328,12 +352,82 @@ def _train_locked(
         "device": str(device),
         "phases": phases,
         "teacher": context.extra.get("teacher"),
+        "cost": cost,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "reffakd_version": __version__,
     }
     write_summary(run_dir, summary)
     return summary
+
+
+def _student_phase(
+    config: TrainConfig,
+    data: PreparedData,
+    student: torch.nn.Module,
+    source: Any,
+    meter: dict[str, Any],
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """Student training, with any frozen network the source runs on every batch."""
+    networks = {"student": student}
+    teacher = getattr(source, "teacher", None)
+    if isinstance(teacher, torch.nn.Module):
+        networks["teacher"] = teacher
+    shape = (data.splits.in_channels, data.image_size, data.image_size)
+    return phase_cost(
+        "student_training",
+        networks,
+        shape,
+        config.optim.epochs * len(data.splits.train),
+        {**meter, "seconds": summary["seconds_total"]},
+        trained=["student"],
+    )
+
+
+def _signal_phases(context: SourceContext) -> list[dict[str, Any]]:
+    """Phases that made the teacher signal: the AE behind AESL, or a teacher's own training."""
+    phases: list[dict[str, Any]] = []
+    labels = context.extra.get("soft_labels")
+    if labels is not None:
+        phases += labels.meta.get("cost", {}).get("phases", [])
+    for key in ("teacher", "light_teacher"):
+        info = context.extra.get(key) or {}
+        run = info.get("run_dir") or info.get("run")
+        summary_path = Path(run) / "summary.json" if run else None
+        if summary_path is None or not summary_path.exists():
+            continue
+        import json
+
+        teacher_cost = json.loads(summary_path.read_text()).get("cost", {})
+        for phase in teacher_cost.get("phases", []):
+            renamed = "teacher_training" if phase["phase"] == "student_training" else phase["phase"]
+            phases.append({**phase, "phase": f"{key}:{renamed}"})
+    return phases
+
+
+def cost_summary(
+    signal_phases: list[dict[str, Any]], own_phases: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """All phases, their totals, and the teacher-signal part (incl. teacher inference)."""
+    inference = sum(
+        net["flops"]
+        for phase in own_phases
+        for name, net in phase["networks"].items()
+        if not net["trained"]
+    )
+    signal = aggregate_costs(signal_phases) if signal_phases else {}
+    return {
+        "phases": [*signal_phases, *own_phases],
+        "total": aggregate_costs([*signal_phases, *own_phases]),
+        "teacher_signal": {
+            "flops": float(signal.get("total_flops", 0.0) + inference),
+            "seconds": float(signal.get("seconds") or 0.0),
+            "peak_mb": float(signal.get("peak_rss_mb") or signal.get("cuda_peak_mb") or 0.0),
+            "params": int(signal.get("params_trained", 0)),
+            "inference_flops_during_distillation": float(inference),
+        },
+    }
 
 
 def _absolute_paths(source_options: dict[str, Any]) -> None:

@@ -141,8 +141,12 @@ def _stroke(cells: Tensor, jitter: Jitter, generator: torch.Generator) -> Tensor
     if jitter.strokes == (1,):
         return cells
     choice = torch.randint(len(jitter.strokes), (len(cells),), generator=generator)
-    variants = torch.stack([_dilate(cells, k) for k in jitter.strokes])
-    return variants[choice, torch.arange(len(cells))]
+    out = cells.clone()
+    for i, kernel in enumerate(jitter.strokes):
+        chosen = torch.nonzero(choice == i).flatten()
+        if kernel != 1 and len(chosen):
+            out[chosen] = _dilate(cells[chosen], kernel)
+    return out
 
 
 def _dilate(cells: Tensor, kernel: int) -> Tensor:

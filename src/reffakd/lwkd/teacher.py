@@ -1,0 +1,293 @@
+"""LW-KD's lightweight teacher: a LeNet-5 trained on the synthesized digits.
+
+It is trained with the standard engine (:class:`reffakd.engine.Trainer`: SGD + MultiStepLR,
+checkpoints, metrics, progress bar) in a run directory of its own, by default ``RUN/light_teacher/``
+inside the student's run, and reused from there on ``--resume``. The directory holds
+``config.yaml`` (``kind: lwkd-light-teacher``: classes, input shape, digit source actually used,
+seed, normalisation, schedule), the engine's checkpoints and metrics, and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from reffakd.config import OptimConfig
+from reffakd.data.augment import BatchTransform, channel_stats
+from reffakd.engine import Trainer, load_checkpoint, write_summary
+from reffakd.errors import UserError
+from reffakd.lwkd.synth import (
+    SplitSizes,
+    digit_banks,
+    resolve_digits,
+    split_generator,
+    synthesize,
+    synthesize_split,
+)
+from reffakd.models import build_model
+from reffakd.objectives import CrossEntropy
+from reffakd.rundir import RunDir
+from reffakd.tasks import Distiller
+from reffakd.utils import atomic_write_text, capture_rng_state, restore_rng_state, seed_everything
+
+KIND = "lwkd-light-teacher"
+TEACHER_DIR = "light_teacher"
+MODEL = "lenet5"
+
+
+@dataclass
+class LightTeacherConfig:
+    """What defines a light teacher. ``digits`` is the request (auto, mnist, procedural);
+    ``digits_used`` what the synthesized set was actually drawn from."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    epochs: int = 10
+    per_class: int | None = None
+    digits: str = "auto"
+    seed: int = 0
+    model: str = MODEL
+    lr: float = 0.05
+    batch_size: int = 128
+    digits_used: str = ""
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    kind: str = KIND
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def optim(self) -> OptimConfig:
+        """SGD (momentum 0.9, weight decay 5e-4), lr × 0.2 after 50% and 75% of the epochs."""
+        milestones = sorted({max(1, round(self.epochs * 0.5)), max(1, round(self.epochs * 0.75))})
+        return OptimConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            milestones=milestones,
+            gamma=0.2,
+            eval_batch_size=1000,
+        )
+
+    def transform(self) -> BatchTransform:
+        """Resize check and normalisation by the synthesized train set's statistics; no
+        augmentation (the synthesis already varies every image)."""
+        return BatchTransform(self.image_size, self.mean, self.std)
+
+
+@dataclass
+class LightTeacher:
+    model: nn.Module
+    config: LightTeacherConfig
+    info: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------- training
+def train_light_teacher(
+    out: Path,
+    config: LightTeacherConfig,
+    *,
+    device: torch.device | None = None,
+    progress: bool = True,
+    data_dir: str | Path | None = None,
+) -> LightTeacher:
+    """Train (or finish, or reuse) the light teacher in ``out``; returns it with its record.
+
+    The caller's RNG states are restored afterwards, so building the teacher does not shift the
+    random streams of whatever runs next."""
+    run_dir = RunDir(out)
+    if not (run_dir.is_complete() and run_dir.best_checkpoint.exists()):
+        rng = capture_rng_state()
+        run_dir.lock()
+        try:
+            _train_locked(run_dir, config, device or torch.device("cpu"), progress, data_dir)
+        finally:
+            run_dir.unlock()
+            restore_rng_state(rng)
+    teacher = load_light_teacher(out)
+    _check_same(out, teacher.config, config)
+    return teacher
+
+
+def _train_locked(
+    run_dir: RunDir,
+    config: LightTeacherConfig,
+    device: torch.device,
+    progress: bool,
+    data_dir: str | Path | None,
+) -> None:
+    if run_dir.config.exists():  # an interrupted training: continue it exactly
+        recorded = read_config(run_dir.path)
+        _check_same(run_dir.path, recorded, config)
+        config = recorded
+    kind, mnist = resolve_digits(config.digits_used or config.digits, data_dir)
+    splits = synthesize(
+        config.num_classes,
+        config.shape,
+        sizes=SplitSizes.default(config.num_classes, config.per_class),
+        seed=config.seed,
+        digits=kind,
+        mnist=mnist,
+    )
+    if not run_dir.config.exists():
+        config.digits_used = kind
+        config.mean, config.std = channel_stats(splits.train.images)
+        atomic_write_text(run_dir.config, yaml.safe_dump(asdict(config), sort_keys=False))
+    seed_everything(config.seed)
+    model = build_model(config.model, config.num_classes, config.in_channels, config.image_size)
+    trainer = Trainer(
+        Distiller(model, None, CrossEntropy()),
+        splits,
+        config.transform(),
+        config.optim(),
+        run_dir,
+        seed=config.seed,
+        device=device,
+        progress=progress,
+        desc="light teacher",
+    )
+    if run_dir.last_checkpoint.exists():
+        trainer.resume()
+    result = trainer.fit()
+    sizes = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+    write_summary(run_dir, {**result.summary, "data_source": splits.source, "split_sizes": sizes})
+
+
+# ----------------------------------------------------------------------------- loading
+def read_config(path: Path) -> LightTeacherConfig:
+    """The ``config.yaml`` of a light-teacher run directory."""
+    file = Path(path) / "config.yaml"
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+        if values.get("kind") != KIND:
+            raise ValueError("not a light teacher")
+        return LightTeacherConfig(**values)
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        raise UserError(
+            f"{path} is not an LW-KD light-teacher run (no valid config.yaml of kind {KIND}); "
+            f"pass the run directory of an lwkd run or its {TEACHER_DIR}/ folder."
+        ) from None
+
+
+def locate_light_teacher(run: str | Path) -> Path:
+    """The light-teacher folder for a light-teacher run or an lwkd student run holding one."""
+    path = Path(run)
+    if (path / TEACHER_DIR / "config.yaml").exists():
+        return path / TEACHER_DIR
+    if not path.is_dir():
+        raise UserError(f"light-teacher run {run} not found; check the path.")
+    return path
+
+
+def load_light_teacher(run: str | Path, checkpoint: str = "best") -> LightTeacher:
+    """The frozen teacher of a finished light-teacher run, with its accuracy record."""
+    path = locate_light_teacher(run)
+    config = read_config(path)
+    run_dir = RunDir(path)
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"light-teacher checkpoint must be best or last, got {checkpoint!r}.")
+    if not run_dir.is_complete():
+        raise UserError(
+            f"light-teacher run {path} is unfinished; finish it with the lwkd run that "
+            "started it (reffakd train --resume RUN)."
+        )
+    state = load_checkpoint(run_dir.path / "checkpoints" / f"{checkpoint}.pt")
+    model = build_model(config.model, config.num_classes, config.in_channels, config.image_size)
+    model.load_state_dict(state["model"])
+    model.eval().requires_grad_(False)
+    summary = json.loads(run_dir.summary.read_text())
+    return LightTeacher(model, config, _info(path, config, summary, checkpoint, model))
+
+
+def _info(
+    path: Path, config: LightTeacherConfig, summary: dict, checkpoint: str, model: nn.Module
+) -> dict[str, Any]:
+    record = summary["best" if checkpoint == "best" else "last"]
+    return {
+        "kind": "lwkd light teacher",
+        "run": str(path),
+        "checkpoint": checkpoint,
+        "student": config.model,
+        "dataset": f"synthesized digits ({config.digits_used})",
+        "num_classes": config.num_classes,
+        "input_shape": list(config.shape),
+        "epoch": summary["best_epoch"] if checkpoint == "best" else summary["epochs"],
+        "epochs": summary["epochs"],
+        "val_top1": record.get("val_top1"),
+        "test_top1": record.get("test_top1"),
+        "train_seconds": summary.get("train_seconds_total"),
+        "seconds": summary.get("seconds_total"),
+        "split_sizes": summary.get("split_sizes"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "finished": True,
+    }
+
+
+def _check_same(path: Path, recorded: LightTeacherConfig, wanted: LightTeacherConfig) -> None:
+    """A cached light teacher must be for the same classes and input shape."""
+    mine = (recorded.num_classes, recorded.shape)
+    theirs = (wanted.num_classes, wanted.shape)
+    if mine != theirs:
+        raise UserError(
+            f"{path} holds a light teacher for {mine[0]} classes at {mine[1]}, this run needs "
+            f"{theirs[0]} classes at {theirs[1]}; use a new --out."
+        )
+
+
+def teacher_line(info: dict[str, Any]) -> str:
+    """One line: the light teacher's accuracy on its own synthesized test split."""
+
+    def percent(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.2f}%"
+
+    return (
+        f"light teacher {info['student']} on {info['dataset']}, {info['num_classes']} classes: "
+        f"synthesized test {percent(info['test_top1'])} (val {percent(info['val_top1'])}, "
+        f"{info['checkpoint']} epoch {info['epoch']}/{info['epochs']}, trained in "
+        f"{info['train_seconds']}s) from {info['run']}"
+    )
+
+
+# ----------------------------------------------------------------------------- the pool
+@torch.no_grad()
+def pool_logits(
+    teacher: LightTeacher,
+    per_class: int,
+    *,
+    data_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 1000,
+) -> tuple[Tensor, str]:
+    """(C, P, C) teacher logits on P freshly synthesized samples of every class, and the digit
+    source used. Drawn from the test-side digits (MNIST test or the renderer's ``pool`` stream):
+    samples the teacher never trained on."""
+    config = teacher.config
+    kind, mnist = resolve_digits("auto" if config.digits_used == "mnist" else "procedural", data_dir)
+    if kind != config.digits_used:
+        print(f"note: MNIST not found, the LW-KD pool uses {kind} digits (the teacher saw MNIST)")
+    banks = digit_banks(kind, mnist, config.seed)
+    split = synthesize_split(
+        config.num_classes,
+        config.shape,
+        per_class,
+        banks["pool"],
+        split_generator(config.seed, "pool"),
+    )
+    device = device or torch.device("cpu")
+    model = teacher.model.to(device).eval()
+    transform = config.transform()
+    parts = []
+    for start in range(0, len(split), batch_size):
+        images = split.images[start : start + batch_size].to(device)
+        parts.append(model(transform(images, train=False)).to(torch.float32))
+    logits = torch.cat(parts).view(config.num_classes, per_class, config.num_classes)
+    return logits, kind
+
