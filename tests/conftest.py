@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,41 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     write_tiny_idx_dataset(root / "fashion-mnist")
     return root
+
+
+@pytest.fixture(scope="module")
+def module_env(tmp_path_factory) -> Iterator[None]:
+    """The isolation above, for module-scoped fixtures (they are set up before it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFFAKD_NO_DOWNLOAD", "1")
+        patch.delenv("REFFAKD_DATA", raising=False)
+        patch.setenv("REFFAKD_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        yield
+
+
+def train_args(
+    data: Path, out: Path, *extra: str, epochs: int = 1, batch_size: int = 128
+) -> list[str]:
+    """CLI arguments of a short LeNet-5 run on the tiny Fashion-MNIST."""
+    return [
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--student",
+        "lenet5",
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch_size),
+        "--no-progress",
+        "--set",
+        "optim.milestones=[1]",
+        "--set",
+        "optim.eval_batch_size=200",
+        *extra,
+    ]

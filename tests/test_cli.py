@@ -10,36 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_args as shared_train_args
 
 from reffakd.cli import main
 
-FAST = [
-    "--epochs",
-    "2",
-    "--batch-size",
-    "64",
-    "--no-progress",
-    "--set",
-    "optim.milestones=[1]",
-    "--set",
-    "optim.eval_batch_size=200",
-]
-
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(data),
-        "--student",
-        "lenet5",
-        "--out",
-        str(out),
-        *FAST,
-        *extra,
-    ]
+    return shared_train_args(data, out, *extra, epochs=2, batch_size=64)
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

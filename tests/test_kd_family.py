@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import train_args
 
 from reffakd.aesl import SoftLabels
 from reffakd.cli import main
@@ -23,46 +23,6 @@ from reffakd.models import build_model
 from reffakd.objectives import OBJECTIVES, build_objective
 from reffakd.sources import SOURCES, NetworkSource, SourceContext, build_source
 from reffakd.tasks import Distiller
-
-FAST = [
-    "--epochs",
-    "1",
-    "--batch-size",
-    "128",
-    "--no-progress",
-    "--set",
-    "optim.milestones=[1]",
-    "--set",
-    "optim.eval_batch_size=200",
-]
-
-
-def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """A one-epoch LeNet-5 run on the tiny Fashion-MNIST."""
-    return [
-        "train",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(data),
-        "--student",
-        "lenet5",
-        "--out",
-        str(out),
-        *FAST,
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def module_env(tmp_path_factory) -> Iterator[None]:
-    """The autouse isolation of conftest.py, for module-scoped fixtures (set up before it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REFFAKD_NO_DOWNLOAD", "1")
-        patch.delenv("REFFAKD_DATA", raising=False)
-        patch.setenv("REFFAKD_CACHE", str(tmp_path_factory.mktemp("cache")))
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -308,6 +268,15 @@ def preset_flags(name: str, teacher_run: Path, soft_labels_file: Path) -> list[s
         return ["--teacher", str(teacher_run)]
     if source == "aesl":
         return ["--soft-labels", str(soft_labels_file)]
+    if source == "lwkd":
+        return [
+            "--set",
+            "source.teacher_epochs=1",
+            "--set",
+            "source.per_class=20",
+            "--set",
+            "source.pool_per_class=4",
+        ]
     return []
 
 
@@ -344,7 +313,11 @@ def all_sources(tmp_path: Path, teacher_run: Path) -> dict[str, object]:
     table = torch.full((10, 10), 0.05).fill_diagonal_(0.55)
     context = make_context(tmp_path)
     context.make_soft_labels = lambda: SoftLabels(table)
-    options = {"teacher": {"run": str(teacher_run)}, "self": {"run": str(teacher_run)}}
+    options = {
+        "teacher": {"run": str(teacher_run)},
+        "self": {"run": str(teacher_run)},
+        "lwkd": {"teacher_epochs": 1, "per_class": 20, "pool_per_class": 4},
+    }
     return {name: build_source(name, options.get(name, {}), context) for name in SOURCES}
 
 
@@ -383,6 +356,8 @@ def test_preset_table():
         "reffakd+dist": ("aesl", "dist"),
         "kd+dkd": ("teacher", "dkd"),
         "kd+dist": ("teacher", "dist"),
+        "lwkd": ("lwkd", "kd_adv"),
+        "lwkd-noadv": ("lwkd", "kd"),
     }
     assert {name: (PRESETS.get(name).source, PRESETS.get(name).loss) for name in PRESETS} == (
         expected

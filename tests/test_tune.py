@@ -17,10 +17,30 @@ def test_grid_parsing_and_sampling():
 
 def test_tune_selects_on_validation_and_writes_a_usable_config(tiny_data, tmp_path, capsys):
     out = tmp_path / "tune"
-    args = ["tune", "--dataset", "fashion-mnist", "--data-dir", str(tiny_data), "--student",
-            "lenet5", "--method", "reffakd", "--epochs", "1", "--no-progress",
-            "--set", "ae.optim.epochs=1", "--set", "ae.samples_per_class=4",
-            "--grid", "loss.alpha=0.1,0.5", "--grid", "aesl.boost=0,0.5", "--out", str(out)]
+    args = [
+        "tune",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tiny_data),
+        "--student",
+        "lenet5",
+        "--method",
+        "reffakd",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--set",
+        "ae.optim.epochs=1",
+        "--set",
+        "ae.samples_per_class=4",
+        "--grid",
+        "loss.alpha=0.1,0.5",
+        "--grid",
+        "aesl.boost=0,0.5",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     record = json.loads((out / "tune.json").read_text())
     assert len(record["trials"]) == 4
@@ -33,5 +53,18 @@ def test_tune_selects_on_validation_and_writes_a_usable_config(tiny_data, tmp_pa
     assert best["loss"]["alpha"] == record["best"]["params"]["loss.alpha"]
     assert (out / "tune.md").read_text().count("\n") == 6
     capsys.readouterr()
-    assert main(["train", "--config", str(out / "best.yaml"), "--out", str(tmp_path / "again"),
-                 "--data-dir", str(tiny_data), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(out / "best.yaml"),
+                "--out",
+                str(tmp_path / "again"),
+                "--data-dir",
+                str(tiny_data),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )

@@ -32,7 +32,8 @@ class Objective:
         return signal
 
 
-OBJECTIVES: Registry[Callable[..., Objective]] = Registry("loss")
+# LW-KD's adversarial loss registers itself from reffakd.lwkd (docs/lwkd.md).
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry("loss", autoload=("reffakd.lwkd",))
 
 
 def build_objective(name: str, options: dict[str, Any]) -> Objective:

@@ -297,6 +297,9 @@ def _train_locked(
         student=config.student,
         make_soft_labels=lambda: _inline_soft_labels(config, run_dir, data, phases),
         extra={
+            "data_dir": config.data.data_dir,
+            "seed": config.seed,
+            "progress": config.progress,
             "augment_enabled": not policy.is_identity,
             "split": {
                 "val_fraction": config.data.val_fraction,
@@ -352,6 +355,7 @@ def _train_locked(
         "device": str(device),
         "phases": phases,
         "teacher": context.extra.get("teacher"),
+        "light_teacher": context.extra.get("light_teacher"),
         "cost": cost,
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -83,7 +83,10 @@ class ClassTableSource(TeacherSource):
         return TeacherSignal(self.log_table[labels], class_level=True)
 
 
-SOURCES: Registry[Callable[..., TeacherSource]] = Registry("teacher-signal source")
+# LW-KD's source registers itself from reffakd.lwkd (docs/lwkd.md).
+SOURCES: Registry[Callable[..., TeacherSource]] = Registry(
+    "teacher-signal source", autoload=("reffakd.lwkd",)
+)
 
 
 def build_source(name: str, options: dict[str, Any], context: SourceContext) -> TeacherSource:

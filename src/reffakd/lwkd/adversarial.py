@@ -73,7 +73,9 @@ class AdversarialKD(nn.Module, Objective):
         if adv_weight < 0:
             raise UserError(f"adv_weight must be >= 0, got {adv_weight}")
         if disc_hidden < 1 or disc_lr <= 0:
-            raise UserError(f"disc_hidden must be >= 1 and disc_lr > 0, got {disc_hidden}, {disc_lr}")
+            raise UserError(
+                f"disc_hidden must be >= 1 and disc_lr > 0, got {disc_hidden} and {disc_lr}"
+            )
         self.kd = KnowledgeDistillation(
             alpha, temperature, teacher_temperature, reduction, standardize
         )
@@ -84,29 +86,29 @@ class AdversarialKD(nn.Module, Objective):
         self.disc_optimizer: torch.optim.Optimizer | None = None
         self.last_disc_loss: float | None = None
         self._pending: tuple[Tensor, Tensor] | None = None
-        self._saved_state: dict[str, Any] | None = None
+        # An empty buffer that follows ``.to(device)``: where D is created when it is lazy.
+        self.register_buffer("device_probe", torch.zeros(0), persistent=False)
         if num_classes is not None:
-            self._build(num_classes, torch.device("cpu"))
+            self._build(num_classes)
 
     # ----------------------------------------------------------------- the discriminator
-    def _build(self, num_classes: int, device: torch.device) -> None:
-        """Create D (seeded, without touching the global RNG) and its Adam optimizer."""
+    def _build(self, num_classes: int) -> None:
+        """Create D (seeded, without touching the global RNG) and its Adam optimizer, on the
+        objective's current device."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.disc_seed)
-            self.discriminator = Discriminator(num_classes, self.disc_hidden)
-        self.discriminator.to(device)
+            discriminator = Discriminator(num_classes, self.disc_hidden)
+        self.discriminator = discriminator.to(self.device_probe.device)
         self.disc_optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=self.disc_lr, betas=self.disc_betas
         )
-        if self._saved_state is not None:
-            self._load(self._saved_state)
-            self._saved_state = None
 
-    def probabilities(self, logits: Tensor, signal: TeacherSignal) -> tuple[Tensor, Tensor]:
-        """(p_t, p_s) at the KD term's temperatures."""
+    def probabilities(self, logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """(p_t, p_s) at the KD term's temperatures; p_t carries no gradient."""
         t_student = self.kd.temperature
         t_teacher = self.kd.teacher_temperature or t_student
-        return (signal.logits / t_teacher).softmax(dim=1), (logits / t_student).softmax(dim=1)
+        p_teacher = (teacher_logits.detach() / t_teacher).softmax(dim=1)
+        return p_teacher, (logits / t_student).softmax(dim=1)
 
     def forward(
         self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
@@ -114,9 +116,9 @@ class AdversarialKD(nn.Module, Objective):
         signal = self._signal(signal)
         terms = self.kd(logits, labels, signal, epoch)
         if self.discriminator is None:
-            self._build(logits.shape[1], logits.device)
-        p_teacher, p_student = self.probabilities(logits, signal.detach_logits())
+            self._build(logits.shape[1])
         assert self.discriminator is not None
+        p_teacher, p_student = self.probabilities(logits, signal.logits)
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         fooled = functional_call(self.discriminator, frozen, (p_student,))
         terms["adv"] = self.adv_weight * F.softplus(-fooled).mean()  # -log σ(D(p_s))
@@ -157,13 +159,7 @@ class AdversarialKD(nn.Module, Objective):
         if not state:
             return
         if self.discriminator is None:
-            device = next((b.device for b in self.buffers()), torch.device("cpu"))
-            self._saved_state = state
-            self._build(int(state["num_classes"]), device)
-        else:
-            self._load(state)
-
-    def _load(self, state: dict[str, Any]) -> None:
+            self._build(int(state["num_classes"]))
         assert self.discriminator is not None and self.disc_optimizer is not None
         self.discriminator.load_state_dict(state["discriminator"])
         self.disc_optimizer.load_state_dict(state["optimizer"])

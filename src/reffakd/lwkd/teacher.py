@@ -19,6 +19,7 @@ import yaml
 from torch import Tensor, nn
 
 from reffakd.config import OptimConfig
+from reffakd.cost import PhaseMeter, phase_cost
 from reffakd.data.augment import BatchTransform, channel_stats
 from reffakd.engine import Trainer, load_checkpoint, write_summary
 from reffakd.errors import UserError
@@ -49,7 +50,7 @@ class LightTeacherConfig:
     num_classes: int
     in_channels: int
     image_size: int
-    epochs: int = 10
+    epochs: int = 5
     per_class: int | None = None
     digits: str = "auto"
     seed: int = 0
@@ -128,15 +129,16 @@ def _train_locked(
         recorded = read_config(run_dir.path)
         _check_same(run_dir.path, recorded, config)
         config = recorded
-    kind, mnist = resolve_digits(config.digits_used or config.digits, data_dir)
-    splits = synthesize(
-        config.num_classes,
-        config.shape,
-        sizes=SplitSizes.default(config.num_classes, config.per_class),
-        seed=config.seed,
-        digits=kind,
-        mnist=mnist,
-    )
+    with PhaseMeter("synthesis", device) as synthesis:
+        kind, mnist = resolve_digits(config.digits_used or config.digits, data_dir)
+        splits = synthesize(
+            config.num_classes,
+            config.shape,
+            sizes=SplitSizes.default(config.num_classes, config.per_class),
+            seed=config.seed,
+            digits=kind,
+            mnist=mnist,
+        )
     if not run_dir.config.exists():
         config.digits_used = kind
         config.mean, config.std = channel_stats(splits.train.images)
@@ -156,9 +158,22 @@ def _train_locked(
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
-    result = trainer.fit()
+    with PhaseMeter("teacher_training", device) as training:
+        result = trainer.fit()
+    phases = [
+        phase_cost("synthesis", {}, config.shape, 0, synthesis.result),
+        phase_cost(
+            "teacher_training",
+            {"light_teacher": model},
+            config.shape,
+            config.epochs * len(splits.train),
+            {**training.result, "seconds": result.summary["seconds_total"]},
+            trained=["light_teacher"],
+        ),
+    ]
     sizes = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
-    write_summary(run_dir, {**result.summary, "data_source": splits.source, "split_sizes": sizes})
+    summary = {**result.summary, "data_source": splits.source, "split_sizes": sizes}
+    write_summary(run_dir, {**summary, "cost": {"phases": phases}})
 
 
 # ----------------------------------------------------------------------------- loading
@@ -225,10 +240,18 @@ def _info(
         "test_top1": record.get("test_top1"),
         "train_seconds": summary.get("train_seconds_total"),
         "seconds": summary.get("seconds_total"),
+        "synthesis_seconds": _phase_seconds(summary, "synthesis"),
         "split_sizes": summary.get("split_sizes"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "finished": True,
     }
+
+
+def _phase_seconds(summary: dict, phase: str) -> float | None:
+    for entry in summary.get("cost", {}).get("phases", []):
+        if entry.get("phase") == phase:
+            return entry.get("seconds")
+    return None
 
 
 def _check_same(path: Path, recorded: LightTeacherConfig, wanted: LightTeacherConfig) -> None:
@@ -270,7 +293,8 @@ def pool_logits(
     source used. Drawn from the test-side digits (MNIST test or the renderer's ``pool`` stream):
     samples the teacher never trained on."""
     config = teacher.config
-    kind, mnist = resolve_digits("auto" if config.digits_used == "mnist" else "procedural", data_dir)
+    wanted = "auto" if config.digits_used == "mnist" else "procedural"
+    kind, mnist = resolve_digits(wanted, data_dir)
     if kind != config.digits_used:
         print(f"note: MNIST not found, the LW-KD pool uses {kind} digits (the teacher saw MNIST)")
     banks = digit_banks(kind, mnist, config.seed)
@@ -290,4 +314,3 @@ def pool_logits(
         parts.append(model(transform(images, train=False)).to(torch.float32))
     logits = torch.cat(parts).view(config.num_classes, per_class, config.num_classes)
     return logits, kind
-
