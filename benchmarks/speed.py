@@ -122,8 +122,11 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--epochs", type=int, default=2, help="engine epochs to time (median)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the ~minutes-long loop")
-    parser.add_argument("--tmp", default="/tmp/reffakd-speed")
+    parser.add_argument("--tmp", help="scratch run directory (default: a temporary folder)")
     args = parser.parse_args()
+    import tempfile
+
+    args.tmp = args.tmp or tempfile.mkdtemp(prefix="reffakd-speed-")
     data = prepare_data(DataConfig(name="fashion-mnist", data_dir=args.data_dir))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{len(data.splits.train)} training images")
