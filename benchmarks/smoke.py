@@ -30,18 +30,37 @@ def main() -> int:
     out = Path(args.out)
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     started = time.perf_counter()
-    code = reffakd_main([
-        "train", "--dataset", "fashion-mnist", *data, "--student", "lenet5",
-        "--method", "reffakd", "--ae-epochs", str(args.ae_epochs), "--epochs", str(args.epochs),
-        "--lr", "0.05", "--set", f"optim.milestones=[{max(args.epochs - 1, 1)}]",
-        "--out", str(out), "--no-progress",
-    ])
+    code = reffakd_main(
+        [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            *data,
+            "--student",
+            "lenet5",
+            "--method",
+            "reffakd",
+            "--ae-epochs",
+            str(args.ae_epochs),
+            "--epochs",
+            str(args.epochs),
+            "--lr",
+            "0.05",
+            "--set",
+            f"optim.milestones=[{max(args.epochs - 1, 1)}]",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     if code != 0:
         return code
     summary = json.loads((out / "summary.json").read_text())
     test_acc = summary["best"]["test_top1"]
-    print(f"smoke: test accuracy {test_acc:.2f}% (threshold {args.min_test_acc}%), "
-          f"{time.perf_counter() - started:.0f}s")
+    print(
+        f"smoke: test accuracy {test_acc:.2f}% (threshold {args.min_test_acc}%), "
+        f"{time.perf_counter() - started:.0f}s"
+    )
     return 0 if test_acc >= args.min_test_acc else 1
 
 

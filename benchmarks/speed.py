@@ -59,15 +59,23 @@ def engine_epoch_seconds(data, method: str, tmp: str, seed: int = 0) -> tuple[fl
     if method == "reffakd":
         table = torch.softmax(torch.rand(10, 10) + torch.eye(10), dim=1)
         source = ClassTableSource(table)
-        objective = build_objective("kd", {"alpha": 0.9, "temperature": 4.0,
-                                           "teacher_temperature": 1.0})
+        objective = build_objective(
+            "kd", {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": 1.0}
+        )
     else:
         source, objective = None, build_objective("ce", {})
-    transform = BatchTransform(data.image_size, data.mean, data.std,
-                               augment_policy(data.spec, _default_augment()))
+    transform = BatchTransform(
+        data.image_size, data.mean, data.std, augment_policy(data.spec, _default_augment())
+    )
     optim = OptimConfig(epochs=1, batch_size=128, lr=0.05)
-    trainer = Trainer(Distiller(student, source, objective), data.splits, transform, optim,
-                      RunDir(tmp), progress=False)
+    trainer = Trainer(
+        Distiller(student, source, objective),
+        data.splits,
+        transform,
+        optim,
+        RunDir(tmp),
+        progress=False,
+    )
     from reffakd.data.loader import BatchLoader
 
     loader = BatchLoader(data.splits.train, 128, shuffle=True, generator=trainer.data_generator)
@@ -128,23 +136,34 @@ def main() -> None:
 
     args.tmp = args.tmp or tempfile.mkdtemp(prefix="reffakd-speed-")
     data = prepare_data(DataConfig(name="fashion-mnist", data_dir=args.data_dir))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{len(data.splits.train)} training images")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{len(data.splits.train)} training images"
+    )
     rows = []
     for epoch in range(args.epochs):
         for method in ("ce", "reffakd"):
             seconds, steps = engine_epoch_seconds(data, method, args.tmp, seed=epoch)
             pure = pure_compute_seconds(steps, 128, data.image_size, seed=epoch)
-            rows.append({"method": method, "epoch_s": seconds, "pure_s": pure,
-                         "images_per_s": len(data.splits.train) / seconds})
-            print(f"  {method:8s} epoch {seconds:6.2f}s  pure compute {pure:6.2f}s  "
-                  f"ratio {seconds / pure:.3f}  {len(data.splits.train) / seconds:,.0f} img/s")
+            rows.append(
+                {
+                    "method": method,
+                    "epoch_s": seconds,
+                    "pure_s": pure,
+                    "images_per_s": len(data.splits.train) / seconds,
+                }
+            )
+            print(
+                f"  {method:8s} epoch {seconds:6.2f}s  pure compute {pure:6.2f}s  "
+                f"ratio {seconds / pure:.3f}  {len(data.splits.train) / seconds:,.0f} img/s"
+            )
     result = {}
     for method in ("ce", "reffakd"):
         mine = [r for r in rows if r["method"] == method]
         result[f"{method}_images_per_s"] = round(statistics.median(r["images_per_s"] for r in mine))
         result[f"{method}_epoch_over_pure"] = round(
-            statistics.median(r["epoch_s"] / r["pure_s"] for r in mine), 3)
+            statistics.median(r["epoch_s"] / r["pure_s"] for r in mine), 3
+        )
     result.update(aesl_benchmark(args.skip_naive))
     print(json.dumps(result, indent=2))
 

@@ -367,3 +367,23 @@ def test_preset_table():
     assert kd.source_options == {"run": "x"}
     with pytest.raises(UserError, match="no teacher signal"):
         resolve_method("ce", {"run": "x"})
+
+
+@pytest.mark.parametrize("loss", ["kd", "dkd", "dist"])
+def test_standardize_option_makes_losses_invariant_to_logit_scale(loss):
+    from reffakd.sources import TeacherSignal
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 10), torch.randn(6, 10)
+    labels = torch.arange(6)
+    objective = build_objective(loss, {"standardize": True})
+
+    def kd_terms(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        terms = objective(s, labels, TeacherSignal(t, class_level=False), epoch=100)
+        return sum(v for k, v in terms.items() if k != "ce")
+
+    base = kd_terms(student, teacher)
+    assert torch.allclose(base, kd_terms(3 * student + 1, 0.5 * teacher - 2), atol=1e-5)
+    plain = build_objective(loss, {})
+    plain_terms = plain(student, labels, TeacherSignal(teacher, class_level=False), epoch=100)
+    assert not torch.allclose(base, sum(v for k, v in plain_terms.items() if k != "ce"))

@@ -50,6 +50,20 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
+def _standardized(
+    logits: Tensor, signal: TeacherSignal, standardize: bool
+) -> tuple[Tensor, Tensor]:
+    """Logit standardisation (Sun et al., CVPR 2024) of both sides when asked.
+
+    Class-level signals are log-probabilities of a fixed table; standardising them would
+    rescale the table itself, so only the student's logits are standardised then.
+    """
+    if not standardize:
+        return logits, signal.logits
+    teacher = signal.logits if signal.class_level else losses.standardize_logits(signal.logits)
+    return losses.standardize_logits(logits), teacher
+
+
 @OBJECTIVES.register("ce")
 class CrossEntropy(Objective):
     """Plain cross-entropy on the hard labels; ignores any teacher signal."""
@@ -93,11 +107,7 @@ class KnowledgeDistillation(Objective):
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
-        student, teacher = logits, signal.logits
-        if self.standardize:
-            student = losses.standardize_logits(student)
-            if not signal.class_level:
-                teacher = losses.standardize_logits(teacher)
+        student, teacher = _standardized(logits, signal, self.standardize)
         kd = losses.kd_kl(
             student,
             teacher,
@@ -135,15 +145,17 @@ class DecoupledKD(Objective):
         temperature: float = 4.0,
         warmup: int = 20,
         ce_weight: float = 1.0,
+        standardize: bool = False,
     ) -> None:
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.warmup, self.ce_weight = warmup, ce_weight
+        self.warmup, self.ce_weight, self.standardize = warmup, ce_weight, standardize
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
+        student, teacher = _standardized(logits, signal, self.standardize)
         tckd, nckd = losses.dkd(
-            logits,
-            signal.logits,
+            student,
+            teacher,
             labels,
             alpha=self.alpha,
             beta=self.beta,
@@ -167,18 +179,16 @@ class DISTObjective(Objective):
         gamma: float = 1.0,
         temperature: float = 1.0,
         ce_weight: float = 1.0,
+        standardize: bool = False,
     ) -> None:
-        self.beta, self.gamma, self.temperature, self.ce_weight = (
-            beta,
-            gamma,
-            temperature,
-            ce_weight,
-        )
+        self.beta, self.gamma, self.temperature = beta, gamma, temperature
+        self.ce_weight, self.standardize = ce_weight, standardize
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
+        student, teacher = _standardized(logits, signal, self.standardize)
         inter, intra = losses.dist(
-            logits, signal.logits, beta=self.beta, gamma=self.gamma, temperature=self.temperature
+            student, teacher, beta=self.beta, gamma=self.gamma, temperature=self.temperature
         )
         return {
             "ce": self.ce_weight * F.cross_entropy(logits, labels),
