@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,17 +97,6 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
     for item in TINY_TEACHER:
         args += ["--set", item]
     return [*args, *extra]
-
-
-@pytest.fixture(scope="module")
-def module_env(tmp_path_factory) -> Iterator[None]:
-    """conftest's isolation for module-scoped fixtures (they are set up before it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REFFAKD_NO_DOWNLOAD", "1")
-        patch.delenv("REFFAKD_DATA", raising=False)
-        patch.setenv("REFFAKD_CACHE", str(tmp_path_factory.mktemp("cache")))
-        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
-        yield
 
 
 @pytest.fixture(scope="module")
