@@ -90,3 +90,14 @@ def test_validation_split_is_stratified_and_seeded():
     assert torch.equal(a.val.images, b.val.images)
     c = hold_out_validation(raw, 0.1, seed=1)
     assert not torch.equal(a.val.images, c.val.images)
+
+
+def test_train_and_eval_agree_at_the_borders_when_resizing():
+    x = images(16, 1, 28, seed=3)
+    t = BatchTransform(32, [0.0], [1.0], AugmentPolicy(flip=True))
+    evaluated = t(x, train=False)
+    trained = t(x, train=True, generator=torch.Generator().manual_seed(0))
+    for i in range(len(x)):
+        assert torch.allclose(trained[i], evaluated[i], atol=1e-5) or torch.allclose(
+            trained[i], evaluated[i].flip(-1), atol=1e-5
+        )

@@ -302,3 +302,84 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     result = run_cli("train", "--dataset", "nope", "--out", str(tmp_path / "x"))
     assert result.returncode == 2
     assert_one_line_error(result, None, "unknown dataset")
+
+
+def test_resume_after_a_kill_while_the_inline_autoencoder_trains(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(tiny_data, out, "--method", "reffakd", "--ae-epochs", "2")
+    killed = run_cli(*args, env={"REFFAKD_FAULT_AFTER_EPOCH": "1"})
+    assert killed.returncode == -9  # the autoencoder's first epoch ended the process
+    assert (out / "config.yaml").exists() and not (out / "ae" / "summary.json").exists()
+    resumed = run_cli("train", "--resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    ae_metrics = (out / "ae" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in ae_metrics] == [1, 2]
+    assert (out / "summary.json").exists()
+
+
+def test_soft_labels_resume_keeps_the_runs_own_config(tiny_data, tmp_path):
+    out = tmp_path / "sl"
+    first = [
+        "soft-labels",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(tiny_data),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "-k",
+        "4",
+        "--no-progress",
+    ]
+    killed = run_cli(*first, env={"REFFAKD_FAULT_AFTER_EPOCH": "1"})
+    assert killed.returncode == -9
+    config = (out / "config.yaml").read_text()
+    resumed = run_cli(
+        "soft-labels",
+        "--out",
+        str(out),
+        "--resume",
+        "--no-progress",
+        env={"REFFAKD_DATA": str(tiny_data)},
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "config.yaml").read_text() == config
+    assert (out / "soft_labels.pt").exists()
+
+
+def test_soft_labels_resume_refuses_a_training_run(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--method", "ce")) == 0
+    (out / "summary.json").unlink()
+    before = (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main(["soft-labels", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert_one_line_error(None, capsys, "unknown config key")
+    assert (out / "config.yaml").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("flags", "pattern"),
+    [
+        (["--set", "optim.epochs=abc"], "must be an integer"),
+        (["--set", "optim.milestones=5"], "must be a list"),
+        (["--set", "data=3"], "must be a mapping"),
+        (["--set", "augment.crop_padding=-3"], "crop_padding"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--set", "data.val_fraction=1.5"], "val_fraction"),
+    ],
+)
+def test_bad_config_values_are_one_line_errors(tiny_data, tmp_path, capsys, flags, pattern):
+    assert main(train_args(tiny_data, tmp_path / "out", *flags)) == 2
+    assert_one_line_error(None, capsys, pattern)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_unavailable_device_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    assert main(train_args(tiny_data, tmp_path / "out", "--device", "cuda")) == 2
+    assert_one_line_error(None, capsys, "CUDA is not available")
+    assert not (tmp_path / "out").exists()

@@ -68,3 +68,13 @@ def test_summary_reports_best_on_validation_and_last():
     summary = summarize(history, "val_top1", "max")
     assert summary["best_epoch"] == 2 and summary["best"]["test_top1"] == 40.0
     assert summary["last"]["test_top1"] == 90.0
+
+
+def test_nan_metrics_never_win_best_selection(tmp_path):
+    run = trainer(tmp_path, Linear())
+    run.history = [{"epoch": 1, "val_top1": float("nan")}]
+    assert not run._is_best(run.history[-1])
+    run.history.append({"epoch": 2, "val_top1": 40.0})
+    assert run._is_best(run.history[-1])
+    run.history.append({"epoch": 3, "val_top1": 40.0})
+    assert not run._is_best(run.history[-1])  # ties keep the first epoch

@@ -68,12 +68,37 @@ def load_suite(name_or_path: str) -> Suite:
             )
         path = Path(str(packaged))
     values = load_yaml(path)
+    _check_suite_types(values, path)
     suite = from_dict(Suite, values)
     for method in suite.methods:
         PRESETS.get(method)
     if not suite.methods or not suite.datasets or not suite.seeds:
         raise UserError(f"suite {path} needs at least one dataset, method and seed.")
     return suite
+
+
+def _check_suite_types(values: dict[str, Any], path: Path) -> None:
+    """One-line errors for suite files whose fields have the wrong shape."""
+    expected = {
+        "datasets": (list, str),
+        "methods": (list, str),
+        "seeds": (list, int),
+        "student": (dict, None),
+        "teacher": (dict, None),
+        "ae": (dict, None),
+        "method_options": (dict, None),
+        "name": (str, None),
+    }
+    for key, (container, item) in expected.items():
+        if key not in values:
+            continue
+        value = values[key]
+        ok = isinstance(value, container) and (
+            item is None or all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+        )
+        if not ok:
+            what = f"a list of {item.__name__}" if item else container.__name__
+            raise UserError(f"suite {path}: '{key}' must be {what}, got {value!r}.")
 
 
 # ---------------------------------------------------------------------------- running
@@ -138,7 +163,9 @@ def _train_once(train_student: Any, config: TrainConfig, out: Path) -> None:
     if (out / "summary.json").exists():
         print(f"skip (finished): {out}")
         return
-    resume = (out / "checkpoints" / "last.pt").exists()
+    from reffakd.rundir import RunDir
+
+    resume = RunDir(out).holds_run()
     print(f"{'resume' if resume else 'run'}: {out}")
     train_student(config, out, resume=resume)
 

@@ -182,15 +182,20 @@ def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -
 def cmd_soft_labels(args: argparse.Namespace) -> int:
     from reffakd.pipeline import make_soft_labels
 
-    config = _resolve(
-        SoftLabelConfig,
-        args,
-        {
-            "samples_per_class": "samples_per_class",
-            "boost": "boost",
-            "temperature": "temperature",
-        },
-    )
+    existing = Path(args.out) / "config.yaml"
+    if args.resume and existing.exists():
+        config = from_dict(SoftLabelConfig, load_yaml(existing))
+        config.progress = config.progress and not args.no_progress
+    else:
+        config = _resolve(
+            SoftLabelConfig,
+            args,
+            {
+                "samples_per_class": "samples_per_class",
+                "boost": "boost",
+                "temperature": "temperature",
+            },
+        )
     started = time.perf_counter()
     labels = make_soft_labels(config, Path(args.out), resume=args.resume)
     meta = labels.meta

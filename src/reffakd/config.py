@@ -8,9 +8,10 @@ Precedence: defaults < ``--config FILE`` < command-line flags < ``--set`` overri
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -26,6 +27,10 @@ class DataConfig:
     image_size: int | None = None  # None: the dataset's default model input size
     download: bool = True
 
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction must be in [0, 1).")
+        _require(self.image_size is None or self.image_size >= 8, "data.image_size must be >= 8.")
+
 
 @dataclass
 class AugmentConfig:
@@ -35,6 +40,16 @@ class AugmentConfig:
     crop_padding: int | None = None
     flip: bool | None = None
     rotation: float | None = None
+
+    def __post_init__(self) -> None:
+        _require(
+            self.crop_padding is None or self.crop_padding >= 0,
+            "augment.crop_padding must be >= 0.",
+        )
+        _require(
+            self.rotation is None or 0 <= self.rotation <= 180,
+            "augment.rotation must be in [0, 180] degrees.",
+        )
 
 
 @dataclass
@@ -50,6 +65,19 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160])
     gamma: float = 0.2
     eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "optim.epochs must be >= 1.")
+        _require(
+            self.batch_size >= 1 and self.eval_batch_size >= 1,
+            "optim.batch_size and optim.eval_batch_size must be >= 1.",
+        )
+        _require(
+            self.lr >= 0 and self.momentum >= 0 and self.weight_decay >= 0,
+            "optim.lr, optim.momentum and optim.weight_decay must be >= 0.",
+        )
+        _require(self.gamma > 0, "optim.gamma must be > 0.")
+        _require(all(m >= 1 for m in self.milestones), "optim.milestones must be epochs >= 1.")
 
 
 @dataclass
@@ -89,12 +117,18 @@ class SoftLabelConfig:
     device: str = "auto"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
+        _require(self.temperature > 0, "the soft-label temperature must be > 0.")
+
 
 C = TypeVar("C")
 
 
 def from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> C:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys by name."""
+    """Build dataclass ``cls`` from a nested dict, checking names and types of every key."""
+    if values is not None and not isinstance(values, dict):
+        raise UserError(f"config section '{prefix.rstrip('.') or 'root'}' must be a mapping.")
     values = dict(values or {})
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -104,23 +138,73 @@ def from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> 
             f"unknown config key '{prefix}{unknown[0]}'; "
             f"known keys here: {', '.join(sorted(names))}."
         )
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        target = _dataclass_in(hints[name])
-        if target is not None and isinstance(value, dict):
-            kwargs[name] = from_dict(target, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = value
+    kwargs = {
+        name: _check_type(value, hints[name], f"{prefix}{name}") for name, value in values.items()
+    }
     return cls(**kwargs)
 
 
-def _dataclass_in(hint: Any) -> type | None:
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """``value`` converted to ``hint`` (int -> float only), or a UserError naming the key."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _check_type(value, option, key)
+            except UserError as exc:
+                errors.append(exc)
+        raise errors[0]
     if dataclasses.is_dataclass(hint):
-        return hint
-    for arg in getattr(hint, "__args__", ()):
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
+        if not isinstance(value, dict):
+            raise UserError(f"config section '{key}' must be a mapping, got {value!r}.")
+        return from_dict(hint, value, f"{key}.")
+    if origin is list:
+        if not isinstance(value, list):
+            raise _type_error(key, "a list", value)
+        return [_check_type(item, args[0], key) for item in value] if args else value
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping", value)
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _type_error(key, "true or false", value)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(key, "an integer", value)
+        return value
+    if hint is float:
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise _type_error(key, "a number", value) from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _type_error(key, "a number", value)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise _type_error(key, "a string", value)
+        return value
+    return value
+
+
+def _type_error(key: str, expected: str, value: Any) -> UserError:
+    return UserError(
+        f"config key '{key}' must be {expected}, got {value!r}; fix it in the config file or --set."
+    )
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -139,12 +139,14 @@ class Trainer:
         for epoch in range(self.start_epoch, self.optim.epochs + 1):
             record = self.run_epoch(epoch, train_loader, eval_loaders)
             self.history.append(record)
-            atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
+            # best.pt first: a crash between the two writes re-runs this epoch on resume, which
+            # rewrites best.pt identically, instead of leaving a best.pt older than the history.
             if self._is_best(record):
                 atomic_torch_save(
                     {"model": self.task.state_dict(), "epoch": epoch, "record": record},
                     self.run_dir.best_checkpoint,
                 )
+            atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
             self._write_metrics()
             if self.on_epoch_end is not None:
                 self.on_epoch_end(record)
@@ -160,10 +162,13 @@ class Trainer:
         return f"{split}_{metric}", self.task.selection_mode
 
     def _is_best(self, record: dict[str, Any]) -> bool:
+        """True when ``record`` is the first epoch with the best (non-NaN) selection metric."""
         key, mode = self.selection
-        values = [r[key] for r in self.history if key in r]
+        values = [r[key] for r in self.history if key in r and not math.isnan(r[key])]
+        if not values or key not in record or math.isnan(record[key]):
+            return False
         best = max(values) if mode == "max" else min(values)
-        return record.get(key) == best and values.index(best) == len(values) - 1
+        return record[key] == best and values.index(best) == len(values) - 1
 
     def run_epoch(
         self, epoch: int, loader: BatchLoader, eval_loaders: dict[str, BatchLoader]

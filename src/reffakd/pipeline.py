@@ -33,6 +33,7 @@ from reffakd.config import (
     dump_yaml,
     from_dict,
     load_yaml,
+    to_dict,
 )
 from reffakd.cost import PhaseMeter, aggregate_costs, phase_cost
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
@@ -85,6 +86,35 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def _check_or_write_config(run_dir: RunDir, cls: type, config: Any, what: str) -> None:
+    """Write ``config.yaml``, or check that a resumed run was made with this same config."""
+    from reffakd.utils import atomic_write_text
+
+    if run_dir.config.exists():
+        try:
+            existing = from_dict(cls, load_yaml(run_dir.config))
+        except UserError:
+            raise UserError(
+                f"{run_dir.path} holds a run of another kind, not a {what} run; "
+                "choose another --out."
+            ) from None
+        if _comparable(existing) != _comparable(config):
+            raise UserError(
+                f"{run_dir.path} holds a {what} run made with other options; resume it with "
+                "its own options (--resume alone) or choose another --out."
+            )
+        return
+    atomic_write_text(run_dir.config, dump_yaml(config))
+
+
+def _comparable(config: Any) -> dict[str, Any]:
+    """A config without the keys that may change between an interrupted run and its resume."""
+    values = to_dict(config)
+    for key in ("progress", "device"):
+        values.pop(key, None)
+    return values
+
+
 def open_run(out: Path, resume: bool, what: str) -> RunDir:
     """Lock ``out``; refuse to start a new run over an existing one."""
     run_dir = RunDir(out)
@@ -130,9 +160,7 @@ def _make_soft_labels_locked(
         [1.0] * in_channels,
         augment_policy(data.spec, config.augment),
     )
-    from reffakd.utils import atomic_write_text
-
-    atomic_write_text(run_dir.config, dump_yaml(config))
+    _check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
     trainer = Trainer(
         Reconstruction(ae),
         data.splits,
@@ -307,13 +335,20 @@ def _train_locked(
             },
         },
     )
+    # Written before the source is built, so a run stopped while its autoencoder or light
+    # teacher trains can be resumed; a fresh run whose source is refused leaves nothing behind.
+    fresh = not run_dir.config.exists()
+    atomic_write_text(run_dir.config, dump_yaml(config))
     source = None
     if method.source is not None:
         started = time.perf_counter()
-        source = build_source(method.source, method.source_options, context)
+        try:
+            source = build_source(method.source, method.source_options, context)
+        except UserError:
+            if fresh and not run_dir.last_checkpoint.exists():
+                run_dir.config.unlink(missing_ok=True)
+            raise
         phases.setdefault("teacher_signal_seconds", round(time.perf_counter() - started, 3))
-    # Written only once the teacher signal is valid, so a refused source leaves no run behind.
-    atomic_write_text(run_dir.config, dump_yaml(config))
     _keep_soft_labels(context, run_dir)
     objective = build_objective(method.loss, method.loss_options)
     task = Distiller(student, source, objective)

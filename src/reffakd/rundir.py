@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,12 @@ class RunDir:
             holder = json.loads(lock_path.read_text())
             pid, host = int(holder["pid"]), str(holder["host"])
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            # Unreadable: possibly being written by a process that just created it.
+            try:
+                age = time.time() - lock_path.stat().st_mtime
+            except OSError:
+                return None
+            return {"pid": "unknown", "host": "unknown"} if age < 30 else None
         if host != socket.gethostname():
             return holder  # cannot check another machine's processes: assume alive
         if pid == os.getpid() or not _pid_alive(pid):

@@ -62,6 +62,10 @@ def run_tune(
     from reffakd.pipeline import make_soft_labels, train_student
 
     out = Path(out)
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be >= 1, got {samples}.")
+    if base.data.val_fraction <= 0:
+        raise UserError("tune scores trials on the validation split: set data.val_fraction > 0.")
     chosen = trials(grid, samples, base.seed)
     shared = None
     if any(key in grid for key in AESL_KEYS):
@@ -118,8 +122,9 @@ def _derived_soft_labels(shared: SoftLabels, trial: dict[str, Any], run: Path) -
 def _summary_or_train(train_student: Any, config: TrainConfig, run: Path) -> dict[str, Any]:
     if (run / "summary.json").exists():
         return json.loads((run / "summary.json").read_text())
-    resume = (run / "checkpoints" / "last.pt").exists()
-    return train_student(config, run, resume=resume)
+    from reffakd.rundir import RunDir
+
+    return train_student(config, run, resume=RunDir(run).holds_run())
 
 
 def tune_markdown(record: dict[str, Any]) -> str:

@@ -78,10 +78,19 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    from reffakd.errors import UserError
+
     try:
         device = torch.device(name)
     except RuntimeError:
-        from reffakd.errors import UserError
-
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available; use --device cpu.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(
+            f"device {name!r} does not exist; this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {name!r} asked for, but MPS is not available; use --device cpu.")
     return device

@@ -3,8 +3,10 @@
 Random crop with padding, horizontal flip, rotation and the resize to the model's input size are
 folded into one affine map per sample and applied with a single ``grid_sample`` call, so a batch
 costs one resampling pass whatever the policy. Sampling uses ``align_corners=False`` and zero
-padding: an integer translation lands on pixel centres (an exact crop of the zero-padded image)
-and the identity map is a bilinear resize, as in the per-image torchvision pipeline.
+padding: an integer translation lands on pixel centres (an exact crop of the zero-padded image).
+Evaluation resizes through the same identity map, so train and eval images agree everywhere,
+borders included (a plain ``interpolate`` would repeat edge pixels where ``grid_sample`` fades
+them towards the zero padding).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class AugmentPolicy:
         return self.crop_padding == 0 and not self.flip and self.rotation == 0.0
 
 
+_IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).unsqueeze(0)
+
+
 class BatchTransform:
     """uint8 (B, C, H, W) -> float (B, C, S, S): augment (train only), resize, normalise.
 
@@ -54,16 +59,16 @@ class BatchTransform:
         self, images: Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> Tensor:
         x = images.to(torch.float32).div_(255.0)
-        if train and not self.policy.is_identity:
-            theta = self.random_affine(x.shape[0], generator).to(x.device)
+        augment = train and not self.policy.is_identity
+        if augment or x.shape[-2:] != (self.out_size, self.out_size):
+            if augment:
+                theta = self.random_affine(x.shape[0], generator).to(x.device)
+            else:
+                theta = _IDENTITY.to(x.device).expand(x.shape[0], 2, 3)
             grid = F.affine_grid(
                 theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False
             )
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        elif x.shape[-1] != self.out_size or x.shape[-2] != self.out_size:
-            x = F.interpolate(
-                x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False
-            )
         mean = self.mean.to(x.device)
         std = self.std.to(x.device)
         return x.sub_(mean).div_(std)
