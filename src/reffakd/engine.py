@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from reffakd.config import OptimConfig
 from reffakd.data.augment import BatchTransform
-from reffakd.data.dataset import DataSplits, ImageSplit
+from reffakd.data.dataset import DataSplits
 from reffakd.data.loader import BatchLoader
 from reffakd.errors import NonFiniteLossError, UserError
 from reffakd.rundir import RunDir
@@ -293,8 +293,3 @@ def load_checkpoint(path) -> dict[str, Any]:
 
 def write_summary(run_dir: RunDir, summary: dict[str, Any]) -> None:
     write_json(run_dir.summary, summary)
-
-
-def split_sizes(splits: DataSplits) -> dict[str, int]:
-    parts: dict[str, ImageSplit] = {"train": splits.train, "val": splits.val, "test": splits.test}
-    return {name: len(split) for name, split in parts.items()}

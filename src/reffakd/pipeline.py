@@ -48,7 +48,7 @@ from reffakd.plots import plot_curves
 from reffakd.rundir import RunDir
 from reffakd.sources import SOURCES, SourceContext, build_source
 from reffakd.tasks import Distiller, Reconstruction
-from reffakd.utils import resolve_device, seed_everything
+from reffakd.utils import format_percent, resolve_device, seed_everything
 
 
 @dataclass
@@ -381,11 +381,7 @@ def _train_locked(
         "student_parameters": sum(p.numel() for p in student.parameters()),
         "dataset": data.spec.name,
         "data_source": splits.source,
-        "split_sizes": {
-            "train": len(splits.train),
-            "val": len(splits.val),
-            "test": len(splits.test),
-        },
+        "split_sizes": splits.sizes(),
         "seed": config.seed,
         "device": str(device),
         "phases": phases,
@@ -510,7 +506,7 @@ def summary_line(summary: dict[str, Any]) -> str:
     """Best-on-validation and last-epoch accuracy in one line."""
 
     def accuracy(record: dict[str, Any], split: str) -> str:
-        return f"{record.get(f'{split}_top1', float('nan')):.2f}%"
+        return format_percent(record.get(f"{split}_top1"))
 
     best, last = summary["best"], summary["last"]
     return (

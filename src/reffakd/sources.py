@@ -21,6 +21,7 @@ from reffakd.config import TrainConfig
 from reffakd.errors import UserError
 from reffakd.losses import probs_to_logits
 from reffakd.registry import Registry
+from reffakd.utils import format_percent
 
 
 @dataclass
@@ -65,9 +66,6 @@ class TeacherSource(nn.Module):
                 module.eval()
         for parameter in self.parameters():
             parameter.requires_grad_(False)
-
-    def describe(self) -> dict[str, Any]:
-        return {}
 
 
 class ClassTableSource(TeacherSource):
@@ -188,9 +186,6 @@ class NetworkSource(TeacherSource):
         filled = self.filled.new_zeros(size)
         cache[:held], filled[:held] = self.cache, self.filled
         self.cache, self.filled = cache, filled
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.info)
 
 
 @SOURCES.register("teacher")
@@ -391,10 +386,7 @@ def _checkpoint_record(state: dict[str, Any]) -> tuple[dict[str, Any], int | Non
 
 
 def _teacher_line(info: dict[str, Any]) -> str:
-    def percent(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.2f}%"
-
     return (
-        f"teacher {info['student']} from {info['run']}: val {percent(info['val_top1'])} "
-        f"test {percent(info['test_top1'])} ({info['checkpoint']} epoch {info['epoch']})"
+        f"teacher {info['student']} from {info['run']}: val {format_percent(info['val_top1'])} "
+        f"test {format_percent(info['test_top1'])} ({info['checkpoint']} epoch {info['epoch']})"
     )

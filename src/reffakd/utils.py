@@ -70,6 +70,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def format_percent(value: float | None) -> str:
+    """``89.12%``, or ``n/a`` when a metric is missing."""
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else MPS, else CPU."""
     if name == "auto":

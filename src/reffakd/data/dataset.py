@@ -104,6 +104,9 @@ class DataSplits:
     def num_classes(self) -> int:
         return self.train.num_classes
 
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
     @property
     def in_channels(self) -> int:
         return self.train.shape[0]

@@ -48,7 +48,8 @@ class Discriminator(nn.Module):
 
 @OBJECTIVES.register("kd_adv")
 class AdversarialKD(nn.Module, Objective):
-    """KD (:class:`reffakd.objectives.KnowledgeDistillation`, same options) + λ × adversarial.
+    """KD + λ × adversarial. The KD options (alpha, temperature, teacher_temperature, reduction,
+    standardize) pass through ``kd_options`` to :class:`reffakd.objectives.KnowledgeDistillation`.
 
     ``adv_weight`` λ; ``disc_hidden`` D's width; ``disc_lr`` / ``disc_betas`` its Adam settings;
     ``disc_seed`` seeds D's initialisation (so it does not depend on what ran before). D is
@@ -57,17 +58,13 @@ class AdversarialKD(nn.Module, Objective):
 
     def __init__(
         self,
-        alpha: float = 0.9,
-        temperature: float = 4.0,
-        teacher_temperature: float | None = None,
-        reduction: str = "batchmean",
-        standardize: bool = False,
         adv_weight: float = 0.1,
         disc_hidden: int = 64,
         disc_lr: float = 2e-4,
         disc_betas: tuple[float, float] | list[float] = (0.5, 0.999),
         disc_seed: int = 0,
         num_classes: int | None = None,
+        **kd_options: Any,
     ) -> None:
         super().__init__()
         if adv_weight < 0:
@@ -76,9 +73,7 @@ class AdversarialKD(nn.Module, Objective):
             raise UserError(
                 f"disc_hidden must be >= 1 and disc_lr > 0, got {disc_hidden} and {disc_lr}"
             )
-        self.kd = KnowledgeDistillation(
-            alpha, temperature, teacher_temperature, reduction, standardize
-        )
+        self.kd = KnowledgeDistillation(**kd_options)
         self.adv_weight = adv_weight
         self.disc_hidden, self.disc_lr, self.disc_seed = disc_hidden, disc_lr, disc_seed
         self.disc_betas = (float(disc_betas[0]), float(disc_betas[1]))

@@ -35,7 +35,13 @@ from reffakd.models import build_model
 from reffakd.objectives import CrossEntropy
 from reffakd.rundir import RunDir
 from reffakd.tasks import Distiller
-from reffakd.utils import atomic_write_text, capture_rng_state, restore_rng_state, seed_everything
+from reffakd.utils import (
+    atomic_write_text,
+    capture_rng_state,
+    format_percent,
+    restore_rng_state,
+    seed_everything,
+)
 
 KIND = "lwkd-light-teacher"
 TEACHER_DIR = "light_teacher"
@@ -171,8 +177,7 @@ def _train_locked(
             trained=["light_teacher"],
         ),
     ]
-    sizes = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
-    summary = {**result.summary, "data_source": splits.source, "split_sizes": sizes}
+    summary = {**result.summary, "data_source": splits.source, "split_sizes": splits.sizes()}
     write_summary(run_dir, {**summary, "cost": {"phases": phases}})
 
 
@@ -267,10 +272,7 @@ def _check_same(path: Path, recorded: LightTeacherConfig, wanted: LightTeacherCo
 
 def teacher_line(info: dict[str, Any]) -> str:
     """One line: the light teacher's accuracy on its own synthesized test split."""
-
-    def percent(value: Any) -> str:
-        return "n/a" if value is None else f"{value:.2f}%"
-
+    percent = format_percent
     return (
         f"light teacher {info['student']} on {info['dataset']}, {info['num_classes']} classes: "
         f"synthesized test {percent(info['test_top1'])} (val {percent(info['val_top1'])}, "
