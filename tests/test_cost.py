@@ -17,8 +17,8 @@ from reffakd.cost import (
     dataset_input,
     forward_flops,
     inference_flops,
-    peak_rss_bytes,
     phase_cost,
+    reset_peak_rss,
     train_split_size,
     training_flops,
 )
@@ -144,13 +144,54 @@ def test_phase_meter_reports_time_and_memory():
         block = torch.ones(2_000_000)
         del block
     result = meter.result
-    assert set(result) == {"phase", "seconds", "peak_rss_mb", "rss_increase_mb", "cuda_peak_mb"}
+    assert set(result) == {
+        "phase",
+        "seconds",
+        "peak_rss_mb",
+        "peak_rss_scope",
+        "rss_increase_mb",
+        "cuda_peak_mb",
+    }
     assert result["phase"] == "student"
     assert result["seconds"] >= 0
     assert result["peak_rss_mb"] > 0
     assert result["rss_increase_mb"] >= 0
     assert result["cuda_peak_mb"] is None
-    assert peak_rss_bytes() >= result["peak_rss_mb"] * 2**20 * 0.999
+    assert result["peak_rss_scope"] in {"phase", "process"}
+
+
+needs_peak_reset = pytest.mark.skipif(
+    not reset_peak_rss(), reason="the kernel's peak-RSS mark cannot be reset here"
+)
+
+
+@needs_peak_reset
+def test_phase_peak_is_the_phases_own_not_an_earlier_phases():
+    mib = 2**20
+    with PhaseMeter("big") as big:
+        block = torch.ones(200 * mib // 4)  # 200 MiB, touched
+        del block
+    with PhaseMeter("small") as small:
+        small_block = torch.ones(20 * mib // 4)
+        del small_block
+    assert big.result["peak_rss_scope"] == small.result["peak_rss_scope"] == "phase"
+    assert big.result["rss_increase_mb"] >= 190
+    assert small.result["rss_increase_mb"] < 100
+    assert small.result["peak_rss_mb"] < big.result["peak_rss_mb"] - 100
+
+
+@needs_peak_reset
+def test_nested_phase_does_not_hide_its_peak_from_the_outer_phase():
+    mib = 2**20
+    with PhaseMeter("outer") as outer:
+        with PhaseMeter("inner") as inner:
+            block = torch.ones(150 * mib // 4)
+            del block
+        with PhaseMeter("after"):
+            pass
+    assert inner.result["rss_increase_mb"] >= 140
+    assert outer.result["peak_rss_mb"] >= inner.result["peak_rss_mb"]
+    assert outer.result["rss_increase_mb"] >= 140
 
 
 def test_phase_meter_start_stop_and_misuse():

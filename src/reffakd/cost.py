@@ -128,10 +128,11 @@ def inference_flops(forward_flops_per_sample: float, samples_seen: int) -> float
 
 
 def peak_rss_bytes() -> int | None:
-    """The process's peak resident set size so far, in bytes (None where unsupported).
+    """The process's peak resident set size, in bytes (None where unsupported).
 
-    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS. It never decreases during the
-    process's life, so a phase's own share is only visible as an increase over the peak so far.
+    ``ru_maxrss`` is in KiB on Linux and in bytes on macOS. On Linux it is the peak since the
+    last :func:`reset_peak_rss` (which :class:`PhaseMeter` calls when a phase starts);
+    elsewhere it is the peak over the process's life.
     """
     try:
         import resource
@@ -139,6 +140,50 @@ def peak_rss_bytes() -> int | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes, or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def current_rss_bytes() -> int | None:
+    """The resident set size right now, in bytes (Linux only; None elsewhere)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS; False where that is unsupported.
+
+    Linux (since 4.0) resets ``VmHWM``, which ``ru_maxrss`` also reads, when ``5`` is written
+    to ``/proc/self/clear_refs``. This lets one process measure each phase's own peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+# Meters that are running; a nested meter resets the peak mark, so it first hands the peak so
+# far to the meters around it.
+_running_meters: list[PhaseMeter] = []
+
+
+def _share_peak_with_running_meters() -> None:
+    peak = peak_rss_bytes()
+    if peak is None:
+        return
+    for meter in _running_meters:
+        meter._rss_peak = max(meter._rss_peak or 0, peak)
 
 
 def _mib(n_bytes: float | None) -> float | None:
@@ -157,16 +202,18 @@ def _cuda_device(device: str | torch.device | None) -> torch.device | None:
 class PhaseMeter:
     """Wall seconds and peak memory of one phase; a context manager or ``start()``/``stop()``.
 
-    On CPU the memory is the process peak RSS: ``peak_rss_mb`` is the peak at the end of the
-    phase (a lifetime peak, which earlier phases may have set) and ``rss_increase_mb`` how much
-    the phase raised it. On a CUDA ``device`` the allocator's peak statistics are reset at the
-    start and ``cuda_peak_mb`` is ``torch.cuda.max_memory_allocated`` at the end; it is None
-    otherwise.
+    On CPU the memory is the peak RSS *during the phase* (``peak_rss_scope: "phase"``) where the
+    kernel's peak mark can be reset (Linux); elsewhere it is the process's lifetime peak at the
+    end of the phase (``"process"``), which earlier phases may have set. ``rss_increase_mb`` is
+    how far that peak rose above the RSS the process held when the phase started. Meters may
+    nest: an inner one does not hide its peak from the outer one. On a CUDA ``device`` the
+    allocator's peak statistics are reset at the start and ``cuda_peak_mb`` is
+    ``torch.cuda.max_memory_allocated`` at the end; it is None otherwise.
 
     >>> with PhaseMeter("student") as meter:
     ...     pass
     >>> sorted(meter.result)
-    ['cuda_peak_mb', 'peak_rss_mb', 'phase', 'rss_increase_mb', 'seconds']
+    ['cuda_peak_mb', 'peak_rss_mb', 'peak_rss_scope', 'phase', 'rss_increase_mb', 'seconds']
     """
 
     def __init__(self, phase: str, device: str | torch.device | None = None) -> None:
@@ -174,13 +221,19 @@ class PhaseMeter:
         self.cuda = _cuda_device(device)
         self._started: float | None = None
         self._rss_start: int | None = None
+        self._rss_peak: int | None = None
+        self._rss_scope = "process"
         self.result: dict[str, Any] = {}
 
     def start(self) -> PhaseMeter:
         if self.cuda is not None:
             torch.cuda.synchronize(self.cuda)
             torch.cuda.reset_peak_memory_stats(self.cuda)
-        self._rss_start = peak_rss_bytes()
+        _share_peak_with_running_meters()
+        self._rss_scope = "phase" if reset_peak_rss() else "process"
+        self._rss_start = current_rss_bytes()
+        self._rss_peak = None
+        _running_meters.append(self)
         self._started = time.perf_counter()
         return self
 
@@ -190,17 +243,20 @@ class PhaseMeter:
         if self.cuda is not None:
             torch.cuda.synchronize(self.cuda)
         seconds = time.perf_counter() - self._started
-        rss_end = peak_rss_bytes()
-        increase = None
-        if rss_end is not None and self._rss_start is not None:
-            increase = max(0, rss_end - self._rss_start)
+        _share_peak_with_running_meters()
+        if self in _running_meters:
+            _running_meters.remove(self)
+        peak = self._rss_peak
+        start = self._rss_start if self._rss_start is not None else peak
+        increase = None if peak is None or start is None else max(0, peak - start)
         cuda_peak = None
         if self.cuda is not None:
             cuda_peak = torch.cuda.max_memory_allocated(self.cuda)
         self.result = {
             "phase": self.phase,
             "seconds": round(seconds, 4),
-            "peak_rss_mb": _mib(rss_end),
+            "peak_rss_mb": _mib(peak),
+            "peak_rss_scope": self._rss_scope if peak is not None else None,
             "rss_increase_mb": _mib(increase),
             "cuda_peak_mb": _mib(cuda_peak),
         }
@@ -272,7 +328,8 @@ def phase_cost(
     per sample); the rest only run forward (1 x). By default a network is trained when any of
     its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`.
 
-    Returns ``{"phase", "seconds", "peak_rss_mb", "rss_increase_mb", "cuda_peak_mb",
+    Returns ``{"phase", "seconds", "peak_rss_mb", "peak_rss_scope", "rss_increase_mb",
+    "cuda_peak_mb",
     "networks": {name: network_cost(...)}, "params_trained", "training_flops",
     "inference_flops", "total_flops"}``.
     """
@@ -291,6 +348,7 @@ def phase_cost(
         "phase": name,
         "seconds": meter.get("seconds"),
         "peak_rss_mb": meter.get("peak_rss_mb"),
+        "peak_rss_scope": meter.get("peak_rss_scope"),
         "rss_increase_mb": meter.get("rss_increase_mb"),
         "cuda_peak_mb": meter.get("cuda_peak_mb"),
         "networks": networks,
