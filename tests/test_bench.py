@@ -96,7 +96,10 @@ def test_teacher_signal_cost_is_accounted(tiny_data, tmp_path):
     rows = {row["method"]: row for row in results["rows"]}
     assert rows["ce"]["signal_flops"] == 0
     assert rows["reffakd"]["signal_flops"] > 0 and rows["kd"]["signal_flops"] > 0
-    assert rows["kd"]["signal_flops_vs_kd"] == pytest.approx(1.0)
+    for key in ("flops", "seconds", "peak_mb"):
+        assert rows["kd"][f"signal_{key}_vs_kd"] == pytest.approx(1.0)
+        assert rows["ce"][f"signal_{key}_vs_kd"] == 0
+    assert rows["reffakd"]["signal_peak_mb_vs_kd"] > 0
     summary = json.loads(
         (out / "runs" / "fashion-mnist" / "kd" / "s0" / "summary.json").read_text()
     )

@@ -458,7 +458,7 @@ def cost_summary(
         "teacher_signal": {
             "flops": float(signal.get("total_flops", 0.0) + inference),
             "seconds": float(signal.get("seconds") or 0.0),
-            "peak_mb": float(signal.get("peak_rss_mb") or signal.get("cuda_peak_mb") or 0.0),
+            "peak_mb": float(signal.get("cuda_peak_mb") or signal.get("peak_rss_mb") or 0.0),
             "params": int(signal.get("params_trained", 0)),
             "inference_flops_during_distillation": float(inference),
         },
