@@ -112,3 +112,21 @@ def test_teacher_signal_cost_is_accounted(tiny_data, tmp_path):
     signal = summary["cost"]["teacher_signal"]
     teacher_training = summary["cost"]["phases"][0]["total_flops"]
     assert signal["flops"] == pytest.approx(teacher_training + n["flops"])
+
+
+def test_lwkd_runs_of_one_seed_share_one_light_teacher(tiny_data, tmp_path):
+    path = tiny_suite(tmp_path, ["lwkd", "lwkd-noadv"], [0])
+    suite = yaml.safe_load(path.read_text())
+    small_teacher = {"source": {"teacher_epochs": 1, "per_class": 20}}
+    suite["method_options"] = {"lwkd": small_teacher, "lwkd-noadv": small_teacher}
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "bench"
+    results = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    runs = out / "runs" / "fashion-mnist"
+    trained = runs / "lwkd" / "s0" / "light_teacher"
+    assert (trained / "summary.json").exists()
+    assert not (runs / "lwkd-noadv" / "s0" / "light_teacher").exists()
+    config = yaml.safe_load((runs / "lwkd-noadv" / "s0" / "config.yaml").read_text())
+    assert config["source"]["run"] == str(trained)
+    rows = {row["method"]: row for row in results["rows"]}
+    assert rows["lwkd-noadv"]["signal_flops"] == rows["lwkd"]["signal_flops"] > 0

@@ -3,7 +3,9 @@
 A suite is a YAML file (packaged ones live in ``reffakd/suites/``) naming the dataset(s), the
 student, the teacher, the methods, the seeds and the schedules. Shared artefacts are made once
 per dataset and seed and reused by every method that needs them: the AESL soft labels (one
-autoencoder), the trained teacher, and the self-teacher (the ``ce`` run of the student itself).
+autoencoder), the trained teacher, the self-teacher (the ``ce`` run of the student itself) and
+the LW-KD light teacher (trained by the first ``lwkd`` run, reused by the others that ask for
+the same one).
 Finished runs are skipped and interrupted ones resumed, so rerunning the same command continues.
 
 Outputs in the bench directory: ``results.md``, ``results.csv``, ``results.json`` and PNG plots
@@ -148,12 +150,15 @@ def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str,
                 config.method = "ce"
                 _train_once(train_student, config, paths.teacher(dataset, seed))
             ordered = sorted(suite.methods, key=lambda m: m != "ce")  # ce is the self-teacher
+            light_teachers: dict[str, Path] = {}
             for method in ordered:
                 options = merge(suite.method_options.get(method, {}), data_override)
                 config = train_config(suite, dataset, seed, options)
                 config.method = method
                 _attach_artefacts(config, paths, dataset, seed)
-                _train_once(train_student, config, paths.run(dataset, method, seed))
+                run = paths.run(dataset, method, seed)
+                _share_light_teacher(config, light_teachers, run)
+                _train_once(train_student, config, run)
     results = collect_results(suite, paths)
     write_results(results, paths.root, suite)
     return results
@@ -178,6 +183,28 @@ def _attach_artefacts(config: TrainConfig, paths: BenchPaths, dataset: str, seed
         config.source.setdefault("run", str(paths.teacher(dataset, seed)))
     elif source == "self":
         config.source.setdefault("run", str(paths.run(dataset, "ce", seed)))
+
+
+# lwkd source options that do not change the light teacher itself, only how it is used.
+_LIGHT_TEACHER_USE_OPTIONS = ("temperature", "pool_per_class", "checkpoint")
+
+
+def _share_light_teacher(config: TrainConfig, trained: dict[str, Path], run: Path) -> None:
+    """Point an ``lwkd`` run at the light teacher an earlier run of this seed trained with the
+    same options, or note that this run will train it (in ``RUN/light_teacher``)."""
+    resolved = resolve_method(config.method, config.source, config.loss)
+    if resolved.source != "lwkd" or resolved.source_options.get("run"):
+        return
+    from reffakd.lwkd.teacher import TEACHER_DIR
+
+    defining = {
+        k: v for k, v in resolved.source_options.items() if k not in _LIGHT_TEACHER_USE_OPTIONS
+    }
+    key = json.dumps(defining, sort_keys=True, default=str)
+    if key in trained:
+        config.source["run"] = str(trained[key])
+    else:
+        trained[key] = run / TEACHER_DIR
 
 
 def _suite_yaml(suite: Suite) -> str:
