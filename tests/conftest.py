@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+
+def dump(path: Path, obj: object) -> None:
+    """Protocol 2 like the originals, which also name numpy 1's module for arrays."""
+    data = pickle.dumps(obj, protocol=2)
+    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+
+
+def save_image(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
 
 
 def write_idx_images(path: Path, images: torch.Tensor, compress: bool = True) -> None:

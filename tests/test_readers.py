@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import pickle
 import struct
 import tarfile
 import zipfile
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import dump, save_image
 from PIL import Image
 
 from reffakd.data import readers
@@ -157,12 +157,6 @@ def test_idx_missing_file(tmp_path: Path) -> None:
 # CIFAR pickles
 
 
-def dump(path: Path, obj: object) -> None:
-    """Protocol 2 like the originals, which also name numpy 1's module for arrays."""
-    data = pickle.dumps(obj, protocol=2)
-    path.write_bytes(data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
-
-
 def write_cifar10(directory: Path, per_batch: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """``cifar-10-batches-py`` with tiny batches; returns the concatenated arrays written."""
     rng = np.random.default_rng(seed)
@@ -274,11 +268,6 @@ def test_cifar_missing_batch(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Image folders and archives
-
-
-def save_image(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 def make_class_folders(

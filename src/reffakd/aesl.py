@@ -39,9 +39,11 @@ def class_similarity(embeddings: Tensor, labels: Tensor, num_classes: int) -> Te
     counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
     if bool((counts < 2).any()):
         missing = torch.nonzero(counts < 2).flatten().tolist()
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         raise UserError(
-            f"class similarity needs at least 2 samples per class; classes {missing} have fewer. "
-            "Lower k or check the labels."
+            f"class similarity needs at least 2 samples per class; {len(missing)} classes "
+            f"({shown}) have fewer. Check the labels, or keep more training images per class "
+            "(a smaller data.val_fraction)."
         )
     sums = torch.zeros(num_classes, unit.shape[1]).index_add_(0, labels, unit).to(torch.float64)
     self_sq = torch.zeros(num_classes).index_add_(0, labels, (unit * unit).sum(dim=1))
