@@ -232,7 +232,7 @@ def format_mean_std(values: list[float], digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
-def signal_cost(summary: dict[str, Any], paths: BenchPaths, dataset: str, seed: int) -> dict:
+def signal_cost(summary: dict[str, Any]) -> dict[str, Any]:
     """Teacher-signal cost of a run: FLOPs, seconds and peak memory of the phases that make it."""
     cost = summary.get("cost", {}).get("teacher_signal")
     return dict(cost) if cost else {"flops": 0.0, "seconds": 0.0, "peak_mb": 0.0}
@@ -247,7 +247,7 @@ def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
                 summary_path = paths.run(dataset, method, seed) / "summary.json"
                 if summary_path.exists():
                     summary = json.loads(summary_path.read_text())
-                    runs.append((seed, summary, signal_cost(summary, paths, dataset, seed)))
+                    runs.append((seed, summary, signal_cost(summary)))
             rows.append(_row(dataset, method, runs))
     _add_ratios(rows)
     return {"suite": suite.name, "rows": rows}
