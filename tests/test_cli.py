@@ -40,24 +40,27 @@ def assert_one_line_error(result, capsys=None, pattern: str = "") -> str:
     return lines[0]
 
 
+def soft_label_args(data: Path, out: Path, epochs: int = 1, k: int = 4) -> list[str]:
+    """CLI arguments of a short ``soft-labels`` run on the tiny Fashion-MNIST."""
+    return [
+        "soft-labels",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "-k",
+        str(k),
+        "--no-progress",
+    ]
+
+
 def test_soft_labels_then_reffakd_student(tiny_data, tmp_path, capsys):
     sl_dir = tmp_path / "sl"
-    code = main(
-        [
-            "soft-labels",
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            str(tiny_data),
-            "--out",
-            str(sl_dir),
-            "--epochs",
-            "1",
-            "-k",
-            "5",
-            "--no-progress",
-        ]
-    )
+    code = main(soft_label_args(tiny_data, sl_dir, epochs=1, k=5))
     assert code == 0
     assert (sl_dir / "soft_labels.png").stat().st_size > 1000
     payload = torch.load(sl_dir / "soft_labels.pt", weights_only=True)
@@ -116,25 +119,7 @@ def test_soft_labels_then_reffakd_student(tiny_data, tmp_path, capsys):
 def test_soft_labels_are_bit_identical_for_the_same_seed(tiny_data, tmp_path):
     tables = []
     for name in ("a", "b"):
-        assert (
-            main(
-                [
-                    "soft-labels",
-                    "--dataset",
-                    "fashion-mnist",
-                    "--data-dir",
-                    str(tiny_data),
-                    "--out",
-                    str(tmp_path / name),
-                    "--epochs",
-                    "1",
-                    "-k",
-                    "4",
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
+        assert main(soft_label_args(tiny_data, tmp_path / name)) == 0
         tables.append(torch.load(tmp_path / name / "soft_labels.pt", weights_only=True))
     assert torch.equal(tables[0]["soft_labels"], tables[1]["soft_labels"])
     assert tables[0]["meta"]["ae_weights_sha256"] == tables[1]["meta"]["ae_weights_sha256"]
@@ -319,20 +304,7 @@ def test_resume_after_a_kill_while_the_inline_autoencoder_trains(tiny_data, tmp_
 
 def test_soft_labels_resume_keeps_the_runs_own_config(tiny_data, tmp_path):
     out = tmp_path / "sl"
-    first = [
-        "soft-labels",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        str(tiny_data),
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "-k",
-        "4",
-        "--no-progress",
-    ]
+    first = soft_label_args(tiny_data, out, epochs=2)
     killed = run_cli(*first, env={"REFFAKD_FAULT_AFTER_EPOCH": "1"})
     assert killed.returncode == -9
     config = (out / "config.yaml").read_text()
