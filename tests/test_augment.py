@@ -75,7 +75,7 @@ def test_loader_gathers_by_index_and_shuffles_with_generator():
     seen = torch.cat([b.indices for b in batches])
     assert sorted(seen.tolist()) == list(range(10))
     for b in batches:
-        assert torch.equal(b.images, split.images[b.indices])
+        assert torch.equal(b.inputs, split.images[b.indices])
         assert torch.equal(b.labels, split.labels[b.indices])
 
 

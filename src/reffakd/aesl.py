@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reffakd.data.dataset import stratified_order
 from reffakd.errors import UserError
 
 
@@ -67,16 +68,9 @@ def soft_labels_from_similarity(
 
 
 def sample_per_class(labels: Tensor, k: int, seed: int, num_classes: int) -> Tensor:
-    """Indices of ``k`` samples per class (all of a class if it has fewer), drawn with ``seed``.
-
-    Vectorised: one seeded permutation, stably sorted by label, then the first k of each class.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=generator)
-    by_class = order[torch.sort(labels[order], stable=True).indices]
-    counts = torch.bincount(labels, minlength=num_classes)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(labels)) - torch.repeat_interleave(starts, counts)
+    """Sorted indices of ``k`` samples per class (all of a class if it has fewer), drawn with
+    ``seed``."""
+    by_class, rank = stratified_order(labels, seed, num_classes)
     return torch.sort(by_class[rank < k]).values
 
 

@@ -200,7 +200,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar):
-            images = self.transform(batch.images, train=True, generator=self.data_generator)
+            images = self.transform(batch.inputs, train=True, generator=self.data_generator)
             outputs, losses = self.task.forward_train(images, batch.labels, batch.indices, epoch)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
@@ -247,7 +247,7 @@ def evaluate_task(
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     for batch in loader:
-        images = transform(batch.images, train=False)
+        images = transform(batch.inputs, train=False)
         for key, value in task.eval_sums(images, batch.labels).items():
             sums[key] = sums.get(key, 0) + value
         seen += len(batch.labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from reffakd.errors import DataError
 
@@ -53,6 +54,11 @@ class ImageSplit:
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """What a batch gathers from: the uint8 images."""
+        return self.images
 
     def subset(self, indices: torch.Tensor) -> ImageSplit:
         return ImageSplit(self.images[indices], self.labels[indices], list(self.class_names))
@@ -112,6 +118,37 @@ class DataSplits:
         return self.train.shape[0]
 
 
+def stratified_order(labels: torch.Tensor, seed: int, num_classes: int) -> tuple[Tensor, Tensor]:
+    """A seeded random order of all samples grouped by class, and each sample's rank in it.
+
+    Returns ``(by_class, rank)``: ``by_class`` lists the indices class by class (random order
+    inside a class, drawn from ``seed``); ``rank[i]`` is the position of ``by_class[i]`` within
+    its class. Taking the entries with ``rank < k_c`` draws ``k_c`` random samples of class c.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)
+    # stable sort by label keeps the random order inside each class
+    by_class = order[torch.sort(labels[order], stable=True).indices]
+    counts = torch.bincount(labels, minlength=num_classes)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(labels)) - torch.repeat_interleave(starts, counts)
+    return by_class, rank
+
+
+def stratified_split(
+    labels: torch.Tensor, fraction: float, seed: int, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """``(kept, held)`` sorted indices: a seeded, stratified ``fraction`` of every class held out.
+
+    Each class holds out ``round(n_c * fraction)`` samples (half to even, as ``torch.round``).
+    """
+    by_class, rank = stratified_order(labels, seed, num_classes)
+    counts = torch.bincount(labels, minlength=num_classes)
+    n_held = torch.round(counts.double() * fraction).long()
+    is_held = rank < torch.repeat_interleave(n_held, counts)
+    return torch.sort(by_class[~is_held]).values, torch.sort(by_class[is_held]).values
+
+
 def hold_out_validation(raw: RawDataset, fraction: float, seed: int) -> DataSplits:
     """Split a seeded, stratified ``fraction`` of train off as validation.
 
@@ -125,18 +162,7 @@ def hold_out_validation(raw: RawDataset, fraction: float, seed: int) -> DataSpli
     if fraction == 0.0:
         empty = train.subset(torch.zeros(0, dtype=torch.int64))
         return DataSplits(raw.name, train, empty, raw.test, raw.source)
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train), generator=generator)
-    shuffled_labels = train.labels[order]
-    # stable sort by label keeps the random order inside each class
-    by_class = order[torch.sort(shuffled_labels, stable=True).indices]
-    counts = torch.bincount(train.labels, minlength=train.num_classes)
-    starts = torch.cumsum(counts, 0) - counts
-    n_val = torch.round(counts.double() * fraction).long()
-    rank_in_class = torch.arange(len(train)) - torch.repeat_interleave(starts, counts)
-    is_val = rank_in_class < torch.repeat_interleave(n_val, counts)
-    val_idx = torch.sort(by_class[is_val]).values
-    train_idx = torch.sort(by_class[~is_val]).values
+    train_idx, val_idx = stratified_split(train.labels, fraction, seed, train.num_classes)
     return DataSplits(
         raw.name, train.subset(train_idx), train.subset(val_idx), raw.test, raw.source
     )

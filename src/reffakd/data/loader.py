@@ -13,7 +13,7 @@ from reffakd.data.dataset import ImageSplit
 
 @dataclass
 class Batch:
-    images: Tensor  # uint8 (B, C, H, W), on the device
+    inputs: Tensor  # uint8 images (B, C, H, W) or token ids (B, L), on the device
     labels: Tensor  # int64 (B,), on the device
     indices: Tensor  # int64 (B,), positions in the split: the key for per-sample caches
 
@@ -38,7 +38,7 @@ class BatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.images = split.images.to(self.device)
+        self.inputs = split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -55,4 +55,4 @@ class BatchLoader:
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield Batch(self.images[idx], self.labels[idx], idx)
+            yield Batch(self.inputs[idx], self.labels[idx], idx)
