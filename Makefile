@@ -30,6 +30,7 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 bench-speed: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py

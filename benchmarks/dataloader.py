@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from reffakd.config import DataConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.data.loader import BatchLoader
+from reffakd.data.prepare import prepare_data
 from reffakd.models import build_model
-from reffakd.pipeline import prepare_data
 
 
 class PerSampleAugmented(Dataset):

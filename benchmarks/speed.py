@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from reffakd.aesl import class_similarity
 from reffakd.config import DataConfig, OptimConfig
 from reffakd.data.augment import BatchTransform
-from reffakd.engine import Trainer
+from reffakd.data.prepare import augment_policy, prepare_data
+from reffakd.kd.objectives import build_objective
+from reffakd.kd.sources import ClassTableSource
+from reffakd.kd.task import Distiller
 from reffakd.models import build_model
-from reffakd.objectives import build_objective
-from reffakd.pipeline import augment_policy, prepare_data
-from reffakd.rundir import RunDir
-from reffakd.sources import ClassTableSource
-from reffakd.tasks import Distiller
+from reffakd.training.engine import Trainer
+from reffakd.training.rundir import RunDir
 
 
 def pure_compute_seconds(steps: int, batch: int, image_size: int, seed: int = 0) -> float:

@@ -13,6 +13,12 @@ import pytest
 import torch
 from PIL import Image
 
+from reffakd.config import DataConfig
+from reffakd.data.dataset import DataSplits, ImageSplit
+from reffakd.data.prepare import PreparedData
+from reffakd.data.spec import get_spec
+from reffakd.kd.signal import SourceContext
+
 
 def dump(path: Path, obj: object) -> None:
     """Protocol 2 like the originals, which also name numpy 1's module for arrays."""
@@ -110,3 +116,35 @@ def train_args(
         "optim.eval_batch_size=200",
         *extra,
     ]
+
+
+def source_context(
+    run_dir: Path,
+    *,
+    num_classes: int = 10,
+    student: str = "lenet5",
+    augmented: bool = True,
+    val_fraction: float = 0.1,
+    dataset: str = "fashion-mnist",
+) -> SourceContext:
+    """A source's context for a 1x32x32 dataset of ``num_classes`` classes, without data files.
+
+    The splits are tiny random images; the class names are the dataset's own when it has
+    ``num_classes`` classes (so soft-label files made on the tiny data match), else "0", "1"...
+    """
+    spec = get_spec(dataset)
+    names = list(spec.class_names or [])
+    if len(names) != num_classes:
+        names = [str(k) for k in range(num_classes)]
+    labels = torch.arange(4 * num_classes) % num_classes
+    split = ImageSplit(torch.zeros(len(labels), 1, 28, 28, dtype=torch.uint8), labels, names)
+    splits = DataSplits(dataset, split, split, split)
+    data = PreparedData(spec, splits, 32, [0.5], [0.5])
+    return SourceContext(
+        data=data,
+        data_config=DataConfig(name=dataset, val_fraction=val_fraction),
+        run_dir=Path(run_dir),
+        device=torch.device("cpu"),
+        student=student,
+        augmented=augmented,
+    )

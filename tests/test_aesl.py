@@ -4,12 +4,8 @@ import math
 import pytest
 import torch
 
-from reffakd.aesl import (
-    SoftLabels,
-    class_similarity,
-    sample_per_class,
-    soft_labels_from_similarity,
-)
+from reffakd.aesl.similarity import class_similarity, sample_per_class, soft_labels_from_similarity
+from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.errors import UserError
 
 

@@ -4,9 +4,15 @@ import math
 import pytest
 import yaml
 
-from reffakd.bench import format_mean_std, load_suite, mean_std, packaged_suites, run_suite
 from reffakd.cli import main
 from reffakd.errors import UserError
+from reffakd.experiments.bench import (
+    format_mean_std,
+    load_suite,
+    mean_std,
+    packaged_suites,
+    run_suite,
+)
 
 
 def test_mean_and_sample_std():

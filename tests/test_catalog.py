@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reffakd.data import DATASETS, DatasetSpec, catalog, get_spec, load_dataset, user_cache_dir
+from reffakd.data import (
+    DATASETS,
+    DatasetSpec,
+    catalog,
+    get_spec,
+    load_dataset,
+    paths,
+    user_cache_dir,
+)
 from reffakd.errors import DataError, UserError
 
 REAL_DATA = os.environ.get("REFFAKD_DATA")
@@ -26,7 +34,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("REFFAKD_DATA", raising=False)
     monkeypatch.setenv("REFFAKD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("REFFAKD_NO_DOWNLOAD", "1")
-    monkeypatch.setattr(catalog, "SYSTEM_ROOTS", (tmp_path / "system",))
+    monkeypatch.setattr(paths, "SYSTEM_ROOTS", (tmp_path / "system",))
     return tmp_path
 
 
@@ -128,7 +136,7 @@ def test_user_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_candidate_roots_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REFFAKD_DATA", f"{tmp_path / 'env1'}{os.pathsep}{tmp_path / 'env2'}")
-    assert catalog.candidate_roots(tmp_path / "flag") == [
+    assert paths.candidate_roots(tmp_path / "flag") == [
         tmp_path / "flag",
         tmp_path / "env1",
         tmp_path / "env2",
@@ -136,7 +144,7 @@ def test_candidate_roots_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         tmp_path / "system",
     ]
     monkeypatch.delenv("REFFAKD_DATA")
-    assert catalog.candidate_roots() == [tmp_path / "cache" / "datasets", tmp_path / "system"]
+    assert paths.candidate_roots() == [tmp_path / "cache" / "datasets", tmp_path / "system"]
 
 
 # ---------------------------------------------------------------------------------------------

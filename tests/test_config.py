@@ -2,7 +2,7 @@ import pytest
 
 from reffakd.config import TrainConfig, apply_overrides, from_dict, to_dict
 from reffakd.errors import UserError
-from reffakd.methods import resolve_method
+from reffakd.kd.methods import resolve_method
 
 
 def test_overrides_reach_nested_sections():

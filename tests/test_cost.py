@@ -9,21 +9,20 @@ import torch
 from torch import nn
 
 from reffakd.cli import main
-from reffakd.cost import (
+from reffakd.errors import UserError
+from reffakd.experiments.cost import dataset_input, train_split_size
+from reffakd.models import build_model
+from reffakd.training.cost import (
     PhaseMeter,
     aggregate_costs,
     count_parameters,
     count_trainable_parameters,
-    dataset_input,
     forward_flops,
     inference_flops,
     phase_cost,
     reset_peak_rss,
-    train_split_size,
     training_flops,
 )
-from reffakd.errors import UserError
-from reffakd.models import build_model
 
 
 def hand_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

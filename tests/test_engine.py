@@ -5,10 +5,12 @@ import torch.nn.functional as F
 from reffakd.config import OptimConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.dataset import DataSplits, ImageSplit
-from reffakd.engine import Trainer, load_checkpoint, summarize
 from reffakd.errors import NonFiniteLossError
-from reffakd.rundir import RunDir
-from reffakd.tasks import Task, topk_correct
+from reffakd.training.checkpoint import load_checkpoint
+from reffakd.training.engine import Trainer
+from reffakd.training.rundir import RunDir
+from reffakd.training.summary import summarize
+from reffakd.training.task import Task, topk_correct
 
 
 class Linear(Task):

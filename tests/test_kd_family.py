@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import train_args
+from conftest import source_context, train_args
 
-from reffakd.aesl import SoftLabels
+from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.data.augment import AugmentPolicy, BatchTransform
-from reffakd.data.catalog import get_spec
 from reffakd.errors import UserError
-from reffakd.methods import PRESETS, resolve_method
+from reffakd.kd.methods import PRESETS, resolve_method
+from reffakd.kd.objectives import OBJECTIVES, build_objective
+from reffakd.kd.signal import SOURCES, TeacherSignal, build_source
+from reffakd.kd.sources import NetworkSource
+from reffakd.kd.task import Distiller
 from reffakd.models import build_model
-from reffakd.objectives import OBJECTIVES, build_objective
-from reffakd.sources import SOURCES, NetworkSource, SourceContext, build_source
-from reffakd.tasks import Distiller
 
 
 @pytest.fixture(scope="module")
@@ -42,21 +42,6 @@ def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
     return out / "soft_labels.pt"
 
 
-def make_context(tmp_path: Path, student: str = "lenet5", **extra) -> SourceContext:
-    spec = get_spec("fashion-mnist")
-    return SourceContext(
-        dataset="fashion-mnist",
-        num_classes=10,
-        class_names=list(spec.class_names or []),
-        in_channels=1,
-        image_size=32,
-        run_dir=tmp_path,
-        device=torch.device("cpu"),
-        student=student,
-        extra=dict(extra),
-    )
-
-
 def augmented_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised, augmented (crop, flip, rotation) images and the un-augmented ones."""
     g = torch.Generator().manual_seed(seed)
@@ -66,9 +51,7 @@ def augmented_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 
 def teacher_of(tmp_path: Path, run: Path, **options) -> NetworkSource:
-    source = build_source("teacher", {"run": str(run), **options}, make_context(tmp_path))
-    assert isinstance(source, NetworkSource)
-    return source
+    return build_source("teacher", {"run": str(run), **options}, source_context(tmp_path))
 
 
 def assert_finite_summary(out: Path) -> dict:
@@ -90,13 +73,15 @@ def assert_one_line_error(capsys, *patterns: str) -> str:
 
 # --------------------------------------------------------------------------- the teacher network
 def test_teacher_loads_the_run_and_reports_its_accuracy(tmp_path, teacher_run, capsys):
-    context = make_context(tmp_path)
-    source = build_source("teacher", {"run": str(teacher_run)}, context)
+    source = build_source("teacher", {"run": str(teacher_run)}, source_context(tmp_path))
     summary = json.loads((teacher_run / "summary.json").read_text())
     best = torch.load(teacher_run / "checkpoints" / "best.pt", weights_only=True)["model"]
     for key, value in source.teacher.state_dict().items():
         assert torch.equal(value, best[key]), key
-    info = context.extra["teacher"]
+    record = source.record()
+    assert record.key == "teacher" and record.phases[0]["phase"] == "teacher:teacher_training"
+    assert source.networks_per_batch() == {"teacher": source.teacher}
+    info = record.info
     assert info["val_top1"] == summary["best"]["val_top1"]
     assert info["test_top1"] == summary["best"]["test_top1"]
     assert info["epoch"] == summary["best_epoch"] and info["student"] == "lenet5"
@@ -104,7 +89,10 @@ def test_teacher_loads_the_run_and_reports_its_accuracy(tmp_path, teacher_run, c
     assert line.startswith(f"teacher lenet5 from {teacher_run}: val ")
     assert "test" in line and "(best epoch 1)" in line
     last = teacher_of(tmp_path, teacher_run / "checkpoints" / "last.pt")
-    assert isinstance(last, NetworkSource)
+    weights = torch.load(teacher_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key, value in last.teacher.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert last.record().info["checkpoint"] == "last"
 
 
 def test_teacher_stays_frozen_in_train_mode(tmp_path, teacher_run):
@@ -155,7 +143,7 @@ def test_teacher_and_student_see_the_same_augmented_batch(tmp_path, teacher_run)
 
 # --------------------------------------------------------------------------- the cache
 def test_cache_is_keyed_by_sample_index_across_shuffles(tmp_path, teacher_run):
-    context = make_context(tmp_path, augment_enabled=False)
+    context = source_context(tmp_path, augmented=False)
     source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
     images, _ = augmented_batch(40, seed=1)  # fixed inputs: what an un-augmented split gives
     labels = torch.arange(40) % 10
@@ -180,7 +168,7 @@ def test_cache_is_keyed_by_sample_index_across_shuffles(tmp_path, teacher_run):
 
 
 def test_cache_fills_only_missing_rows(tmp_path, teacher_run):
-    context = make_context(tmp_path, augment_enabled=False)
+    context = source_context(tmp_path, augmented=False)
     source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
     images, _ = augmented_batch(12, seed=2)
     with torch.no_grad():
@@ -192,11 +180,9 @@ def test_cache_fills_only_missing_rows(tmp_path, teacher_run):
     assert source.filled.nonzero().flatten().tolist() == [0, 1, 2, 3, 7, 11]
 
 
-@pytest.mark.parametrize("flag", [True, None])
 @pytest.mark.parametrize("name", ["teacher", "self"])
-def test_cache_is_refused_with_augmentation(tmp_path, teacher_run, flag, name):
-    extra = {} if flag is None else {"augment_enabled": flag}
-    context = make_context(tmp_path, **extra)
+def test_cache_is_refused_with_augmentation(tmp_path, teacher_run, name):
+    context = source_context(tmp_path, augmented=True)
     with pytest.raises(UserError, match="un-augmented"):
         build_source(name, {"run": str(teacher_run), "cache": True}, context)
 
@@ -238,7 +224,7 @@ def test_mismatched_teacher_is_a_one_line_cli_error(
 
 
 def test_other_bad_teachers(tmp_path, teacher_run):
-    context = make_context(tmp_path, split={"val_fraction": 0.2, "split_seed": 0})
+    context = source_context(tmp_path, val_fraction=0.2)
     with pytest.raises(UserError, match="validation"):
         build_source("teacher", {"run": str(teacher_run)}, context)
     with pytest.raises(UserError, match="trained on mnist"):
@@ -255,8 +241,8 @@ def test_other_bad_teachers(tmp_path, teacher_run):
         (empty / "checkpoints").mkdir(parents=True)
         teacher_of(tmp_path, empty, checkpoint="last")
     with pytest.raises(UserError, match="--teacher"):
-        build_source("teacher", {}, make_context(tmp_path))
-    context = make_context(tmp_path, student="resnet8")
+        build_source("teacher", {}, source_context(tmp_path))
+    context = source_context(tmp_path, student="resnet8")
     with pytest.raises(UserError, match="architecture"):
         build_source("self", {"run": str(teacher_run)}, context)
 
@@ -309,16 +295,20 @@ def test_explicit_source_and_loss(tiny_data, tmp_path, teacher_run, flags, pair)
 
 
 def all_sources(tmp_path: Path, teacher_run: Path) -> dict[str, object]:
-    """One built instance of every registered source."""
+    """One built and set-up instance of every registered source."""
     table = torch.full((10, 10), 0.05).fill_diagonal_(0.55)
-    context = make_context(tmp_path)
-    context.make_soft_labels = lambda: SoftLabels(table)
+    context = source_context(tmp_path)
+    SoftLabels(table, meta={"class_names": context.class_names}).save(tmp_path / "sl.pt")
     options = {
+        "aesl": {"soft_labels": str(tmp_path / "sl.pt")},
         "teacher": {"run": str(teacher_run)},
         "self": {"run": str(teacher_run)},
         "lwkd": {"teacher_epochs": 1, "per_class": 20, "pool_per_class": 4},
     }
-    return {name: build_source(name, options.get(name, {}), context) for name in SOURCES}
+    sources = {name: build_source(name, options.get(name, {}), context) for name in SOURCES}
+    for source in sources.values():
+        source.setup()
+    return sources
 
 
 def test_every_source_and_loss_pair_resolves_and_runs(tmp_path, teacher_run):
@@ -371,8 +361,6 @@ def test_preset_table():
 
 @pytest.mark.parametrize("loss", ["kd", "dkd", "dist"])
 def test_standardize_option_makes_losses_invariant_to_logit_scale(loss):
-    from reffakd.sources import TeacherSignal
-
     torch.manual_seed(0)
     student, teacher = torch.randn(6, 10), torch.randn(6, 10)
     labels = torch.arange(6)

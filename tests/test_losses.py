@@ -12,15 +12,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reffakd.losses import (
+from reffakd.kd.losses import (
     dist,
     dkd,
     kd_kl,
     probs_to_logits,
-    soft_cross_entropy,
     standardize_logits,
     warmup_factor,
 )
+from reffakd.kd.objectives import build_objective
+from reffakd.kd.signal import TeacherSignal
 
 # --------------------------------------------------------------------------------------------
 # plain-Python references
@@ -239,52 +240,45 @@ def test_kd_kl_rejects_bad_arguments() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# soft_cross_entropy
+# soft-target cross-entropy (label smoothing's loss): F.cross_entropy with probability targets
 # --------------------------------------------------------------------------------------------
 
 
-def test_soft_cross_entropy_hand_computed() -> None:
+def test_soft_target_cross_entropy_hand_computed() -> None:
     z = torch.tensor(Z_TINY)
-    probs = [[0.7, 0.2, 0.1], [0.0, 0.5, 0.5]]
-    p = torch.tensor(probs)
+    probs = [[0.7, 0.2, 0.1], [0.25, 0.25, 0.5]]
     ces = []
     for zi, pi in zip(Z_TINY, probs, strict=True):
         total = math.exp(zi[0]) + math.exp(zi[1]) + math.exp(zi[2])
         ces.append(-sum(pi[c] * (zi[c] - math.log(total)) for c in range(3)))
-    assert (ces[0] + ces[1]) / 2 == pytest.approx(1.8744586305507687, rel=1e-12)
+    signal = TeacherSignal(torch.tensor(probs).log(), class_level=True)
+    got = build_objective("soft_ce", {})(z, torch.tensor([0, 2]), signal, 1)["soft_ce"]
+    assert got.item() == pytest.approx((ces[0] + ces[1]) / 2, rel=1e-6)
 
-    assert soft_cross_entropy(z, p).item() == pytest.approx((ces[0] + ces[1]) / 2, rel=1e-6)
-    assert soft_cross_entropy(z, p, reduction="mean").item() == pytest.approx(
-        (ces[0] + ces[1]) / 2, rel=1e-6
-    )
-    assert soft_cross_entropy(z, p, reduction="sum").item() == pytest.approx(
-        ces[0] + ces[1], rel=1e-6
-    )
-    assert soft_cross_entropy(z, p, reduction="none").tolist() == pytest.approx(ces, rel=1e-6)
-
-    # temperature divides the student logits; no T^2 factor
-    ce_t = -sum(
-        pi[c] * math.log(py_softmax(zi, 2.0)[c])
-        for zi, pi in zip(Z_TINY, probs, strict=True)
-        for c in range(3)
-    )
-    got = soft_cross_entropy(z, p, temperature=2.0, reduction="sum")
-    assert got.item() == pytest.approx(ce_t, rel=1e-6)
+    # the temperature softens the teacher's side: target = softmax(log p / T)
+    soft = [py_softmax([math.log(v) for v in pi], 2.0) for pi in probs]
+    ce_t = [
+        -sum(si[c] * (zi[c] - math.log(sum(math.exp(v) for v in zi))) for c in range(3))
+        for zi, si in zip(Z_TINY, soft, strict=True)
+    ]
+    hot = build_objective("soft_ce", {"temperature": 2.0})(z, torch.tensor([0, 2]), signal, 1)
+    assert hot["soft_ce"].item() == pytest.approx(sum(ce_t) / 2, rel=1e-6)
 
 
-def test_soft_cross_entropy_matches_cross_entropy_on_one_hot() -> None:
+def test_soft_target_cross_entropy_matches_cross_entropy_on_one_hot() -> None:
     g = torch.Generator().manual_seed(6)
     z = torch.randn(12, 9, generator=g, requires_grad=True)
     labels = torch.randint(0, 9, (12,), generator=g)
-    one_hot = F.one_hot(labels, 9).float()
-    ours = soft_cross_entropy(z, one_hot)
+    signal = TeacherSignal(F.one_hot(labels, 9).float().clamp_min(1e-12).log(), True)
+    ours = build_objective("soft_ce", {})(z, labels, signal, 1)["soft_ce"]
     ref = F.cross_entropy(z, labels)
-    assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-6)
     (g_ours,) = torch.autograd.grad(ours, z)
     (g_ref,) = torch.autograd.grad(ref, z)
-    assert torch.allclose(g_ours, g_ref, rtol=1e-5, atol=1e-7)
-    per = soft_cross_entropy(z, one_hot, reduction="none")
-    assert torch.allclose(per, F.cross_entropy(z, labels, reduction="none"), rtol=1e-6)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------

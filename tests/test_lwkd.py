@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_idx_images, write_idx_labels
+from conftest import source_context, write_idx_images, write_idx_labels
 
 from reffakd.cli import main
 from reffakd.errors import UserError
+from reffakd.kd.methods import PRESETS, resolve_method
+from reffakd.kd.objectives import OBJECTIVES, build_objective
+from reffakd.kd.signal import SOURCES, SourceContext, TeacherSignal, build_source
+from reffakd.kd.task import Distiller
 from reffakd.lwkd.adversarial import AdversarialKD
 from reffakd.lwkd.glyphs import CELL, NO_JITTER, digit_templates, render_digits
 from reffakd.lwkd.source import LWKDSource, pool_per_class_for
@@ -31,11 +35,7 @@ from reffakd.lwkd.synth import (
     synthesize,
 )
 from reffakd.lwkd.teacher import LightTeacherConfig, load_light_teacher, train_light_teacher
-from reffakd.methods import PRESETS, resolve_method
 from reffakd.models import build_model
-from reffakd.objectives import OBJECTIVES, build_objective
-from reffakd.sources import SOURCES, SourceContext, TeacherSignal, build_source
-from reffakd.tasks import Distiller
 
 # Read before conftest's autouse fixture removes it: the real-data test needs the real MNIST.
 REAL_DATA = os.environ.get("REFFAKD_DATA", "")
@@ -63,18 +63,8 @@ def decode(images: torch.Tensor, num_classes: int) -> torch.Tensor:
     return nearest.view(len(x), d)
 
 
-def make_context(run_dir: Path, num_classes: int = 10, **extra) -> SourceContext:
-    return SourceContext(
-        dataset="fashion-mnist",
-        num_classes=num_classes,
-        class_names=[str(k) for k in range(num_classes)],
-        in_channels=1,
-        image_size=32,
-        run_dir=run_dir,
-        device=torch.device("cpu"),
-        student="lenet5",
-        extra={"progress": False, **extra},
-    )
+def make_context(run_dir: Path, num_classes: int = 10) -> SourceContext:
+    return source_context(run_dir, num_classes=num_classes)
 
 
 def write_fake_mnist(root: Path) -> Path:
@@ -238,7 +228,8 @@ def test_light_teacher_run_is_reused_and_checked(light_run, tmp_path):
 def test_source_gives_per_instance_targets(light_run, tmp_path, capsys):
     context = make_context(tmp_path)
     source = build_source("lwkd", {"run": str(light_run), "pool_per_class": 8}, context)
-    assert isinstance(source, LWKDSource) and source.pool.shape == (10, 8, 10)
+    source.setup()
+    assert source.pool.shape == (10, 8, 10)
     labels = torch.full((32,), 3)
     signal = source(torch.zeros(32, 1, 32, 32), labels, torch.arange(32))
     assert not signal.class_level and signal.logits.shape == (32, 10)
@@ -247,11 +238,11 @@ def test_source_gives_per_instance_targets(light_run, tmp_path, capsys):
     rows = {tuple(row.tolist()) for row in source.pool[3]}
     assert distinct <= rows  # every target is the teacher's output on a class-3 sample
     assert torch.allclose(signal.logits.exp().sum(dim=1), torch.ones(32))
-    info = context.extra["light_teacher"]
-    assert info["pool_per_class"] == 8 and info["temperature"] == 4.0
-    assert "teacher" not in context.extra
+    record = source.record()
+    assert record.key == "light_teacher" and source.networks_per_batch() == {}
+    assert record.info["pool_per_class"] == 8 and record.info["temperature"] == 4.0
     assert "light teacher lenet5 on synthesized digits (procedural)" in capsys.readouterr().out
-    assert all(not p.requires_grad for p in source.light_teacher.parameters())
+    assert all(not p.requires_grad for p in source.teacher.model.parameters())
 
 
 def test_source_temperature_softens_the_pool(light_run, tmp_path):
@@ -259,6 +250,8 @@ def test_source_temperature_softens_the_pool(light_run, tmp_path):
         "lwkd", {"run": str(light_run), "temperature": 1.0}, make_context(tmp_path)
     )
     soft = build_source("lwkd", {"run": str(light_run), "temperature": 8.0}, make_context(tmp_path))
+    sharp.setup()
+    soft.setup()
     entropy = [-(s.pool.exp() * s.pool).sum(-1).mean() for s in (sharp, soft)]
     assert entropy[1] > entropy[0]
     assert pool_per_class_for(1000, 100) == 16 and pool_per_class_for(10, 100) == 100
@@ -269,19 +262,22 @@ def test_bad_source_options(light_run, tmp_path):
         build_source("lwkd", {"run": str(light_run), "temperature": 0}, make_context(tmp_path))
     with pytest.raises(UserError, match="has 10 classes, this run has 100"):
         build_source("lwkd", {"run": str(light_run)}, make_context(tmp_path, num_classes=100))
-    with pytest.raises(UserError, match="bad options"):
+    with pytest.raises(UserError, match="unknown option 'source.teacher'"):
         build_source("lwkd", {"teacher": str(light_run)}, make_context(tmp_path))
 
 
 # --------------------------------------------------------------------------- the adversarial loss
-def tiny_source(num_classes: int = 10) -> LWKDSource:
+def tiny_source(tmp_path: Path, num_classes: int = 10) -> LWKDSource:
+    """An lwkd source whose pool holds random teacher logits (no light teacher trained)."""
     torch.manual_seed(0)
-    teacher = build_model("lenet5", num_classes, 1, 32)
-    return LWKDSource(teacher, torch.randn(num_classes, 4, num_classes) * 3, temperature=4.0)
+    source = build_source("lwkd", {}, make_context(tmp_path, num_classes))
+    source.set_pool(torch.randn(num_classes, 4, num_classes) * 3)
+    return source
 
 
-def test_one_adversarial_step_moves_student_and_discriminator_only():
-    source = tiny_source()
+def test_one_adversarial_step_moves_student_and_discriminator_only(tmp_path):
+    source = tiny_source(tmp_path)
+    pool = source.pool.clone()
     student = build_model("lenet5", 10, 1, 32)
     objective = build_objective("kd_adv", {"adv_weight": 0.5})
     distiller = Distiller(student, source, objective).train()
@@ -292,26 +288,17 @@ def test_one_adversarial_step_moves_student_and_discriminator_only():
     assert isinstance(objective, AdversarialKD) and objective.discriminator is not None
     before = {
         name: [p.detach().clone() for p in module.parameters()]
-        for name, module in (
-            ("student", student),
-            ("discriminator", objective.discriminator),
-            ("teacher", source.light_teacher),
-        )
+        for name, module in (("student", student), ("discriminator", objective.discriminator))
     }
     sum(terms.values()).backward()
     assert all(p.grad is None for p in objective.discriminator.parameters())  # D used detached
     optimizer.step()
     distiller.after_step(student(images), labels, 1)
     assert objective.last_disc_loss is not None and math.isfinite(objective.last_disc_loss)
-    for name, module in (
-        ("student", student),
-        ("discriminator", objective.discriminator),
-        ("teacher", source.light_teacher),
-    ):
+    for name, module in (("student", student), ("discriminator", objective.discriminator)):
         pairs = zip(before[name], module.parameters(), strict=True)
-        moved = any(not torch.equal(a, b) for a, b in pairs)
-        assert moved == (name != "teacher"), name
-    assert all(p.grad is None for p in source.light_teacher.parameters())
+        assert any(not torch.equal(a, b) for a, b in pairs), name
+    assert torch.equal(source.pool, pool)  # the teacher's side never changes
 
 
 def test_adversarial_term_is_the_non_saturating_gan_loss():

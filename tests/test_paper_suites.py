@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from conftest import dump, save_image
 
-from reffakd.aesl import SoftLabels
-from reffakd.bench import load_suite, run_suite
+from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import merge
+from reffakd.experiments.bench import load_suite, run_suite
 
 PER_CLASS = 3  # train images per class; one of them is held out as validation
 

@@ -16,7 +16,8 @@ import torch
 from conftest import dump, save_image
 from PIL import Image
 
-from reffakd.data import readers
+from reffakd.data.readers import archive as archive_module
+from reffakd.data.readers import images as images_module
 from reffakd.data.readers import (
     read_cifar10,
     read_cifar100,
@@ -481,7 +482,7 @@ def test_cache_serves_second_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     first = read_split_folders(tmp_path / "src", "toy", cache_dir=cache)
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary files left behind
-    monkeypatch.setattr(readers, "_decode_image", failing_decoder)
+    monkeypatch.setattr(images_module, "_decode_image", failing_decoder)
     second = read_split_folders(tmp_path / "src", "toy", cache_dir=cache)
     assert torch.equal(first.train.images, second.train.images)
     assert torch.equal(first.test.labels, second.test.labels)
@@ -498,8 +499,8 @@ def test_cache_of_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     make_split_tree(tmp_path / "src")
     archive = make_tar(tmp_path / "src", tmp_path / "data.tar.gz", "top")
     first = read_split_folders(archive, "toy", cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(readers, "_decode_image", failing_decoder)
-    monkeypatch.setattr(readers._TarTree, "_load", lambda self: pytest.fail("tar was read"))
+    monkeypatch.setattr(images_module, "_decode_image", failing_decoder)
+    monkeypatch.setattr(archive_module.TarTree, "_load", lambda self: pytest.fail("tar was read"))
     second = read_split_folders(archive, "toy", cache_dir=tmp_path / "cache")
     assert torch.equal(first.train.images, second.train.images)
 
@@ -538,5 +539,5 @@ def test_unwritable_cache_is_not_fatal(tmp_path: Path) -> None:
 def test_decode_image_detects_misnamed_format() -> None:
     buffer = io.BytesIO()
     Image.fromarray(np.full((3, 3), 9, np.uint8)).save(buffer, format="PNG")
-    array = readers._decode_image(buffer.getvalue(), "really-a-png.jpg")
+    array = images_module._decode_image(buffer.getvalue(), "really-a-png.jpg")
     assert array.shape == (3, 3) and int(array[0, 0]) == 9

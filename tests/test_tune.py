@@ -4,7 +4,7 @@ import torch
 import yaml
 
 from reffakd.cli import main
-from reffakd.tune import parse_grid, trials
+from reffakd.experiments.tune import parse_grid, trials
 
 
 def test_grid_parsing_and_sampling():

@@ -9,6 +9,7 @@ Python API (the CLI is a thin layer over it)::
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
@@ -18,9 +19,10 @@ _EXPORTS = {
     "OptimConfig": "reffakd.config",
     "SoftLabelConfig": "reffakd.config",
     "TrainConfig": "reffakd.config",
-    "make_soft_labels": "reffakd.pipeline",
-    "prepare_data": "reffakd.pipeline",
-    "train_student": "reffakd.pipeline",
+    "SoftLabels": "reffakd.aesl.soft_labels",
+    "make_soft_labels": "reffakd.aesl.autoencoder",
+    "prepare_data": "reffakd.data.prepare",
+    "train_student": "reffakd.distill.train",
     "build_model": "reffakd.models",
 }
 
@@ -29,7 +31,5 @@ __all__ = [*_EXPORTS, "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'reffakd' has no attribute {name!r}")

@@ -6,12 +6,14 @@ Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.config import (
     SoftLabelConfig,
     TrainConfig,
@@ -21,7 +23,15 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.distill.train import train_student
 from reffakd.errors import NonFiniteLossError, UserError
+from reffakd.experiments.bench import load_suite, run_suite
+from reffakd.experiments.cost import dataset_input, format_model_cost, model_cost, train_split_size
+from reffakd.experiments.demo import run_demo
+from reffakd.experiments.listing import LISTINGS
+from reffakd.experiments.tune import parse_grid, run_tune
+from reffakd.training.runs import load_run_config
+from reffakd.training.summary import summary_line
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +190,6 @@ def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -
 
 
 def cmd_soft_labels(args: argparse.Namespace) -> int:
-    from reffakd.pipeline import make_soft_labels
-
     existing = Path(args.out) / "config.yaml"
     if args.resume and existing.exists():
         config = from_dict(SoftLabelConfig, load_yaml(existing))
@@ -223,8 +231,6 @@ TRAIN_FLAGS = {
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from reffakd.pipeline import load_run_config, summary_line, train_student
-
     if args.resume:
         out = Path(args.resume)
         config = load_run_config(out)
@@ -243,14 +249,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from reffakd.demo import run_demo
-
     return run_demo(args)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from reffakd.tune import parse_grid, run_tune
-
     grid = parse_grid(args.grid)
     base = _resolve(TrainConfig, args, {**TRAIN_FLAGS, "teacher": "source.run"})
     record = run_tune(base, grid, Path(args.out), samples=args.samples)
@@ -262,8 +264,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from reffakd.bench import load_suite, run_suite
-
     suite = load_suite(args.suite)
     if args.seeds:
         suite.seeds = list(args.seeds)
@@ -275,34 +275,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from reffakd.data.catalog import DATASETS
-    from reffakd.methods import PRESETS
-    from reffakd.models import MODELS
-    from reffakd.objectives import OBJECTIVES
-    from reffakd.sources import SOURCES
-
-    if args.what == "suites":
-        from reffakd.bench import packaged_suites
-
-        print("\n".join(packaged_suites()))
-        return 0
-    registry = {
-        "datasets": DATASETS,
-        "models": MODELS,
-        "methods": PRESETS,
-        "sources": SOURCES,
-        "losses": OBJECTIVES,
-    }[args.what]
-    for name in registry.names():
-        print(name)
+    print(LISTINGS[args.what]())
     return 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    import json
-
-    from reffakd.cost import dataset_input, format_model_cost, model_cost, train_split_size
-
     for flag in ("batch_size", "epochs"):
         value = getattr(args, flag)
         if value is not None and value < 1:

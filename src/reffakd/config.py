@@ -15,7 +15,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from reffakd.errors import UserError
+from reffakd.errors import UserError, first_line
 
 
 @dataclass
@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """None means the dataset's default policy (METHODS §2.8)."""
+    """None means the dataset's default policy (docs/methods.md §2.8)."""
 
     enabled: bool = True
     crop_padding: int | None = None
@@ -54,7 +54,7 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with step decay: the reference recipe (METHODS §2.8) by default."""
+    """SGD with step decay: the reference recipe (docs/methods.md §2.8) by default."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -104,7 +104,7 @@ class TrainConfig:
 
 @dataclass
 class SoftLabelConfig:
-    """Autoencoder training and the AESL recipe (METHODS §2)."""
+    """Autoencoder training and the AESL recipe (docs/methods.md §2)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -120,6 +120,17 @@ class SoftLabelConfig:
     def __post_init__(self) -> None:
         _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
         _require(self.temperature > 0, "the soft-label temperature must be > 0.")
+
+
+def ae_config_for(config: TrainConfig) -> SoftLabelConfig:
+    """The autoencoder recipe of a training run, with the run's data, seed and device."""
+    return dataclasses.replace(
+        config.ae,
+        data=config.data,
+        seed=config.seed,
+        device=config.device,
+        progress=config.progress,
+    )
 
 
 C = TypeVar("C")
@@ -244,10 +255,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} not found.")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8.") from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "parse error"
-        raise UserError(f"config file {path} is not valid YAML: {first}") from None
+        raise UserError(f"config file {path} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(values, dict):
         raise UserError(f"config file {path} must hold a mapping of keys to values.")
     return values

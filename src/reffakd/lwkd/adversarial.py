@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from reffakd.errors import UserError
-from reffakd.objectives import OBJECTIVES, KnowledgeDistillation, Objective
-from reffakd.sources import TeacherSignal
+from reffakd.kd.objectives import OBJECTIVES, KnowledgeDistillation, Objective
+from reffakd.kd.signal import TeacherSignal
 
 
 class Discriminator(nn.Module):
@@ -49,12 +49,15 @@ class Discriminator(nn.Module):
 @OBJECTIVES.register("kd_adv")
 class AdversarialKD(nn.Module, Objective):
     """KD + λ × adversarial. The KD options (alpha, temperature, teacher_temperature, reduction,
-    standardize) pass through ``kd_options`` to :class:`reffakd.objectives.KnowledgeDistillation`.
+    standardize) pass through ``kd_options`` to
+    :class:`reffakd.kd.objectives.KnowledgeDistillation`.
 
     ``adv_weight`` λ; ``disc_hidden`` D's width; ``disc_lr`` / ``disc_betas`` its Adam settings;
     ``disc_seed`` seeds D's initialisation (so it does not depend on what ran before). D is
     created lazily on the first batch, when C is known, unless ``num_classes`` is given.
     """
+
+    forwards_options_to = KnowledgeDistillation
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 CELL = 28  # side of one digit canvas, as in MNIST
@@ -85,8 +86,6 @@ def _dot_matrix_style() -> Tensor:
 def _font_style(stroke: int) -> Tensor | None:
     """(10, 28, 28) templates in Pillow's default font; None when Pillow cannot render."""
     try:
-        from PIL import Image, ImageDraw, ImageFont
-
         try:
             font = ImageFont.load_default(size=48)
         except TypeError:  # Pillow < 10.1: no size argument, a small bitmap font

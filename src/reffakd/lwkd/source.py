@@ -18,14 +18,14 @@ checkpoints every epoch, so a resumed run draws exactly the same targets.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reffakd.errors import UserError
+from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
 from reffakd.lwkd.teacher import (
     TEACHER_DIR,
     LightTeacher,
@@ -35,44 +35,79 @@ from reffakd.lwkd.teacher import (
     teacher_line,
     train_light_teacher,
 )
-from reffakd.sources import SOURCES, SourceContext, TeacherSignal, TeacherSource
+from reffakd.training.runs import read_summary
 
 POOL_ENTRIES = 2**24  # cap on P·C² stored log-probabilities (64 MiB of float32)
 
 
 class LWKDSource(TeacherSource):
-    """Holds the frozen light teacher and its log-probabilities on the pool, (C, P, C).
+    """Holds the light teacher's log-probabilities on the pool, (C, P, C).
 
-    The network is kept as ``light_teacher`` (not ``teacher``): it does not run per batch, so
-    the cost accounting must not charge a teacher forward pass per training sample."""
+    The teacher is trained (or loaded) in :meth:`setup`; it does not run per batch, so the cost
+    accounting charges no teacher forward pass per training sample."""
 
-    def __init__(self, teacher: nn.Module, logits: Tensor, temperature: float) -> None:
+    def __init__(
+        self,
+        context: SourceContext,
+        config: LightTeacherConfig,
+        temperature: float,
+        pool_per_class: int,
+        checkpoint: str = "best",
+        given: LightTeacher | None = None,
+    ) -> None:
         super().__init__()
-        self.light_teacher = teacher
+        self.context = context
+        self.config = config
         self.temperature = temperature
+        self.pool_per_class = pool_per_class
+        self.checkpoint = checkpoint
+        self.teacher = given
         self.info: dict[str, Any] = {}
-        scaled = (logits.to(torch.float32) / temperature).log_softmax(dim=-1)
-        self.register_buffer("pool", scaled, persistent=False)
-        self.freeze()
+        self.register_buffer("pool", torch.zeros(0, 0, 0), persistent=False)
 
     @property
     def pool_size(self) -> int:
         """P: synthesized samples per class."""
         return int(self.pool.shape[1])
 
-    def train(self, mode: bool = True) -> LWKDSource:
-        """Whatever the mode asked for, the teacher stays in eval mode."""
-        super().train(mode)
-        self.light_teacher.eval()
-        return self
+    def setup(self) -> None:
+        """Train (or reuse) the light teacher, then its log-probabilities on a fresh pool."""
+        context = self.context
+        if self.teacher is None:
+            self.teacher = _train_here(context, self.config, self.checkpoint)
+        logits, pool_digits = pool_logits(
+            self.teacher,
+            self.pool_per_class,
+            data_dir=context.data_config.data_dir,
+            device=context.device,
+        )
+        self.set_pool(logits)
+        self.info = {
+            **self.teacher.info,
+            "temperature": self.temperature,
+            "pool_per_class": self.pool_per_class,
+            "pool_digits": pool_digits,
+        }
+        print(teacher_line(self.info))
 
-    def forward(self, images: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
+    def set_pool(self, logits: Tensor) -> None:
+        """``logits`` (C, P, C): the teacher's outputs on P synthesized samples of each class."""
+        scaled = (logits.to(torch.float32) / self.temperature).log_softmax(dim=-1)
+        self.pool = scaled.to(self.pool.device)
+
+    def record(self) -> SignalRecord:
+        summary = read_summary(self.info["run"]) if self.info.get("run") else None
+        phases = (summary or {}).get("cost", {}).get("phases", [])
+        return SignalRecord(
+            "light_teacher",
+            self.info,
+            [{**phase, "phase": f"light_teacher:{phase['phase']}"} for phase in phases],
+        )
+
+    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
         pick = torch.randint(self.pool_size, labels.shape)  # global CPU RNG (checkpointed)
         rows = self.pool[labels, pick.to(labels.device)]
         return TeacherSignal(rows, class_level=False)
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.info)
 
 
 def pool_per_class_for(num_classes: int, wanted: int) -> int:
@@ -93,75 +128,63 @@ def lwkd_source(
     seed: int | None = None,
 ) -> LWKDSource:
     """LW-KD: a LeNet-5 light teacher on synthesized digits (``run``: an existing light-teacher
-    run, else trained now in ``RUN/light_teacher/`` and reused on resume) gives, for a sample of
+    run, else trained in ``RUN/light_teacher/`` and reused on resume) gives, for a sample of
     class y, its output softened by ``temperature`` on a random synthesized sample of class y.
 
     ``pool_per_class``: P synthesized samples per class to draw from; ``teacher_epochs``,
     ``per_class`` (train images per class), ``digits`` (auto, mnist, procedural) and ``seed``
-    define a light teacher trained here (``seed`` defaults to the run's seed when the pipeline
-    passes it, else 0)."""
-    _check_options(temperature, pool_per_class, teacher_epochs)
-    teacher = _light_teacher(context, run, checkpoint, teacher_epochs, per_class, digits, seed)
-    size = pool_per_class_for(context.num_classes, pool_per_class)
-    logits, pool_digits = pool_logits(
-        teacher, size, data_dir=context.extra.get("data_dir"), device=context.device
+    define a light teacher trained here (``seed`` defaults to the run's seed)."""
+    _check_options(temperature, pool_per_class, teacher_epochs, checkpoint, digits)
+    config = LightTeacherConfig(
+        num_classes=context.num_classes,
+        in_channels=context.in_channels,
+        image_size=context.image_size,
+        epochs=teacher_epochs,
+        per_class=per_class,
+        digits=digits,
+        seed=context.seed if seed is None else seed,
     )
-    source = LWKDSource(teacher.model, logits, temperature)
-    source.info = {
-        **teacher.info,
-        "temperature": temperature,
-        "pool_per_class": size,
-        "pool_digits": pool_digits,
-    }
-    # Only under "light_teacher": the pipeline reads the cost phases of both keys' runs.
-    context.extra["light_teacher"] = source.info
-    print(teacher_line(source.info))
-    return source.to(context.device)
+    given = _given_teacher(context, run, checkpoint) if run else None
+    size = pool_per_class_for(context.num_classes, pool_per_class)
+    return LWKDSource(context, config, temperature, size, checkpoint, given)
 
 
-def _check_options(temperature: float, pool_per_class: int, teacher_epochs: int) -> None:
+def _check_options(
+    temperature: float, pool_per_class: int, teacher_epochs: int, checkpoint: str, digits: str
+) -> None:
     if temperature <= 0:
         raise UserError(f"lwkd temperature must be > 0, got {temperature}")
     if pool_per_class < 1:
         raise UserError(f"lwkd pool_per_class must be >= 1, got {pool_per_class}")
     if teacher_epochs < 1:
         raise UserError(f"lwkd teacher_epochs must be >= 1, got {teacher_epochs}")
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"lwkd checkpoint must be best or last, got {checkpoint!r}")
+    if digits not in ("auto", "mnist", "procedural"):
+        raise UserError(f"lwkd digits must be auto, mnist or procedural, got {digits!r}")
 
 
-def _light_teacher(
-    context: SourceContext,
-    run: str | None,
-    checkpoint: str,
-    epochs: int,
-    per_class: int | None,
-    digits: str,
-    seed: int | None,
+def _given_teacher(context: SourceContext, run: str, checkpoint: str) -> LightTeacher:
+    """An existing light teacher, checked against this run's classes."""
+    teacher = load_light_teacher(run, checkpoint)
+    if teacher.config.num_classes != context.num_classes:
+        raise UserError(
+            f"light teacher {run} has {teacher.config.num_classes} classes, this run has "
+            f"{context.num_classes}; pass a light teacher of an lwkd run on {context.dataset}."
+        )
+    return teacher
+
+
+def _train_here(
+    context: SourceContext, config: LightTeacherConfig, checkpoint: str
 ) -> LightTeacher:
-    """An existing light teacher (``run``) or one trained (or reused) in the run directory."""
-    if run:
-        teacher = load_light_teacher(run, checkpoint)
-        if teacher.config.num_classes != context.num_classes:
-            raise UserError(
-                f"light teacher {run} has {teacher.config.num_classes} classes, this run has "
-                f"{context.num_classes}; pass a light teacher of an lwkd run on {context.dataset}."
-            )
-        return teacher
-    config = LightTeacherConfig(
-        num_classes=context.num_classes,
-        in_channels=context.in_channels,
-        image_size=context.image_size,
-        epochs=epochs,
-        per_class=per_class,
-        digits=digits,
-        seed=int(context.extra.get("seed", 0)) if seed is None else seed,
-    )
+    """Train (or reuse) the light teacher in ``RUN/light_teacher``."""
+    folder = Path(context.run_dir) / TEACHER_DIR
     teacher = train_light_teacher(
-        Path(context.run_dir) / TEACHER_DIR,
+        folder,
         config,
         device=context.device,
-        progress=bool(context.extra.get("progress", sys.stderr.isatty())),
-        data_dir=context.extra.get("data_dir"),
+        progress=context.progress,
+        data_dir=context.data_config.data_dir,
     )
-    if checkpoint != "best":
-        teacher = load_light_teacher(Path(context.run_dir) / TEACHER_DIR, checkpoint)
-    return teacher
+    return teacher if checkpoint == "best" else load_light_teacher(folder, checkpoint)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reffakd.data.dataset import DataSplits, ImageSplit, RawDataset
+from reffakd.data.locate import load_dataset
 from reffakd.errors import UserError
 from reffakd.lwkd.glyphs import CELL, Jitter, render_digits
 
@@ -123,8 +124,6 @@ def find_mnist(data_dir: str | Path | None = None, download: bool = False) -> Ra
     """MNIST from ``data_dir``, ``$REFFAKD_DATA`` or the cache (downloaded only if asked), or
     None when there is no usable copy. A folder of other IDX digits-sized images (e.g. a
     ``--data-dir`` pointing straight at Fashion-MNIST) is refused by its mean ink."""
-    from reffakd.data.catalog import load_dataset
-
     try:
         raw = load_dataset("mnist", data_dir=data_dir, download=download)
     except UserError:

@@ -1,6 +1,6 @@
 """LW-KD's lightweight teacher: a LeNet-5 trained on the synthesized digits.
 
-It is trained with the standard engine (:class:`reffakd.engine.Trainer`: SGD + MultiStepLR,
+It is trained with the standard engine (:class:`reffakd.training.engine.Trainer`: SGD + MultiStepLR,
 checkpoints, metrics, progress bar) in a run directory of its own, by default ``RUN/light_teacher/``
 inside the student's run, and reused from there on ``--resume``. The directory holds
 ``config.yaml`` (``kind: lwkd-light-teacher``: classes, input shape, digit source actually used,
@@ -9,7 +9,6 @@ seed, normalisation, schedule), the engine's checkpoints and metrics, and ``summ
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ import yaml
 from torch import Tensor, nn
 
 from reffakd.config import OptimConfig
-from reffakd.cost import PhaseMeter, phase_cost
 from reffakd.data.augment import BatchTransform, channel_stats
-from reffakd.engine import Trainer, load_checkpoint, write_summary
 from reffakd.errors import UserError
+from reffakd.files import atomic_write_text
+from reffakd.kd.objectives import CrossEntropy
+from reffakd.kd.task import Distiller
 from reffakd.lwkd.synth import (
     SplitSizes,
     digit_banks,
@@ -32,16 +32,12 @@ from reffakd.lwkd.synth import (
     synthesize_split,
 )
 from reffakd.models import build_model
-from reffakd.objectives import CrossEntropy
-from reffakd.rundir import RunDir
-from reffakd.tasks import Distiller
-from reffakd.utils import (
-    atomic_write_text,
-    capture_rng_state,
-    format_percent,
-    restore_rng_state,
-    seed_everything,
-)
+from reffakd.runtime import capture_rng_state, restore_rng_state, seed_everything
+from reffakd.training.cost import PhaseMeter, phase_cost
+from reffakd.training.engine import Trainer
+from reffakd.training.rundir import RunDir
+from reffakd.training.runs import load_weights, open_trained_run
+from reffakd.training.summary import format_percent, write_summary
 
 KIND = "lwkd-light-teacher"
 TEACHER_DIR = "light_teacher"
@@ -211,20 +207,18 @@ def load_light_teacher(run: str | Path, checkpoint: str = "best") -> LightTeache
     """The frozen teacher of a finished light-teacher run, with its accuracy record."""
     path = locate_light_teacher(run)
     config = read_config(path)
-    run_dir = RunDir(path)
-    if checkpoint not in ("best", "last"):
-        raise UserError(f"light-teacher checkpoint must be best or last, got {checkpoint!r}.")
-    if not run_dir.is_complete():
+    if not RunDir(path).is_complete():
         raise UserError(
             f"light-teacher run {path} is unfinished; finish it with the lwkd run that "
             "started it (reffakd train --resume RUN)."
         )
-    state = load_checkpoint(run_dir.path / "checkpoints" / f"{checkpoint}.pt")
+    trained = open_trained_run(path, checkpoint, "light-teacher")
     model = build_model(config.model, config.num_classes, config.in_channels, config.image_size)
-    model.load_state_dict(state["model"])
+    load_weights(model, trained, f"a {config.model} light teacher", "retrain the light teacher.")
     model.eval().requires_grad_(False)
-    summary = json.loads(run_dir.summary.read_text())
-    return LightTeacher(model, config, _info(path, config, summary, checkpoint, model))
+    return LightTeacher(
+        model, config, _info(path, config, trained.summary or {}, checkpoint, model)
+    )
 
 
 def _info(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from reffakd.models.adapters import build_adapter
 from reffakd.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
@@ -26,8 +27,6 @@ def build_model(
 ) -> nn.Module:
     """Build a registered model, or an adapter model ``timm:NAME`` / ``torchvision:NAME``."""
     if ":" in name:
-        from reffakd.models.adapters import build_adapter
-
         return build_adapter(name, num_classes, in_channels, image_size)
     return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 

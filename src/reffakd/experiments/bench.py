@@ -15,6 +15,7 @@ Outputs in the bench directory: ``results.md``, ``results.csv``, ``results.json`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -25,6 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.config import (
     SoftLabelConfig,
     TrainConfig,
@@ -33,9 +37,13 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.distill.train import train_student
 from reffakd.errors import UserError
-from reffakd.methods import PRESETS, resolve_method
-from reffakd.utils import atomic_write_text, write_json
+from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_method_curves
+from reffakd.files import atomic_write_text, write_json
+from reffakd.kd.methods import PRESETS, resolve_method
+from reffakd.lwkd.teacher import TEACHER_DIR
+from reffakd.training.rundir import RunDir
 
 
 @dataclass
@@ -129,8 +137,6 @@ def train_config(suite: Suite, dataset: str, seed: int, overrides: dict[str, Any
 
 def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str, Any]:
     """Run (or continue) every run of ``suite`` in ``out`` and write the results files."""
-    from reffakd.pipeline import make_soft_labels, train_student
-
     paths = BenchPaths(Path(out))
     paths.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
@@ -148,7 +154,7 @@ def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str,
             if "teacher" in needs:
                 config = train_config(suite, dataset, seed, merge(suite.teacher, data_override))
                 config.method = "ce"
-                _train_once(train_student, config, paths.teacher(dataset, seed))
+                _train_once(config, paths.teacher(dataset, seed))
             ordered = sorted(suite.methods, key=lambda m: m != "ce")  # ce is the self-teacher
             light_teachers: dict[str, Path] = {}
             for method in ordered:
@@ -158,31 +164,34 @@ def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str,
                 _attach_artefacts(config, paths, dataset, seed)
                 run = paths.run(dataset, method, seed)
                 _share_light_teacher(config, light_teachers, run)
-                _train_once(train_student, config, run)
+                _train_once(config, run)
     results = collect_results(suite, paths)
     write_results(results, paths.root, suite)
     return results
 
 
-def _train_once(train_student: Any, config: TrainConfig, out: Path) -> None:
+def _train_once(config: TrainConfig, out: Path) -> None:
     if (out / "summary.json").exists():
         print(f"skip (finished): {out}")
         return
-    from reffakd.rundir import RunDir
-
     resume = RunDir(out).holds_run()
     print(f"{'resume' if resume else 'run'}: {out}")
     train_student(config, out, resume=resume)
 
 
+# The shared artefact each source reads: (source option, its path in the bench directory).
+_SHARED = {
+    "aesl": ("soft_labels", lambda p, d, s: p.aesl(d, s) / "soft_labels.pt"),
+    "teacher": ("run", lambda p, d, s: p.teacher(d, s)),
+    "self": ("run", lambda p, d, s: p.run(d, "ce", s)),  # Tf-KD's self-teacher: the ce run
+}
+
+
 def _attach_artefacts(config: TrainConfig, paths: BenchPaths, dataset: str, seed: int) -> None:
     source = resolve_method(config.method, config.source, config.loss).source
-    if source == "aesl":
-        config.source.setdefault("soft_labels", str(paths.aesl(dataset, seed) / "soft_labels.pt"))
-    elif source == "teacher":
-        config.source.setdefault("run", str(paths.teacher(dataset, seed)))
-    elif source == "self":
-        config.source.setdefault("run", str(paths.run(dataset, "ce", seed)))
+    if source in _SHARED:
+        option, where = _SHARED[source]
+        config.source.setdefault(option, str(where(paths, dataset, seed)))
 
 
 # lwkd source options that do not change the light teacher itself, only how it is used.
@@ -195,8 +204,6 @@ def _share_light_teacher(config: TrainConfig, trained: dict[str, Path], run: Pat
     resolved = resolve_method(config.method, config.source, config.loss)
     if resolved.source != "lwkd" or resolved.source_options.get("run"):
         return
-    from reffakd.lwkd.teacher import TEACHER_DIR
-
     defining = {
         k: v for k, v in resolved.source_options.items() if k not in _LIGHT_TEACHER_USE_OPTIONS
     }
@@ -208,10 +215,6 @@ def _share_light_teacher(config: TrainConfig, trained: dict[str, Path], run: Pat
 
 
 def _suite_yaml(suite: Suite) -> str:
-    import dataclasses
-
-    import yaml
-
     return yaml.safe_dump(dataclasses.asdict(suite), sort_keys=False)
 
 
@@ -354,8 +357,6 @@ def write_results(results: dict[str, Any], root: Path, suite: Suite) -> None:
     atomic_write_text(root / "results.md", results_markdown(results, suite))
     atomic_write_text(root / "results.csv", results_csv(results))
     write_json(root / "results.json", results)
-    from reffakd.plots import plot_accuracy_vs_cost, plot_method_curves
-
     plot_accuracy_vs_cost(results["rows"], root / "accuracy_vs_cost.png")
     paths = BenchPaths(root)
     curves = {}

@@ -20,10 +20,14 @@ from typing import Any
 
 import yaml
 
-from reffakd.aesl import SoftLabels, soft_labels_from_similarity
-from reffakd.config import TrainConfig, apply_overrides, from_dict, to_dict
+from reffakd.aesl.autoencoder import make_soft_labels
+from reffakd.aesl.similarity import soft_labels_from_similarity
+from reffakd.aesl.soft_labels import SoftLabels
+from reffakd.config import TrainConfig, ae_config_for, apply_overrides, from_dict, to_dict
+from reffakd.distill.train import train_student
 from reffakd.errors import UserError
-from reffakd.utils import atomic_write_text, write_json
+from reffakd.files import atomic_write_text, write_json
+from reffakd.training.rundir import RunDir
 
 AESL_KEYS = ("aesl.boost", "aesl.temperature")
 
@@ -59,8 +63,6 @@ def trial_config(base: TrainConfig, trial: dict[str, Any]) -> TrainConfig:
 def run_tune(
     base: TrainConfig, grid: dict[str, list[Any]], out: Path, samples: int | None = None
 ) -> dict[str, Any]:
-    from reffakd.pipeline import make_soft_labels, train_student
-
     out = Path(out)
     if samples is not None and samples < 1:
         raise UserError(f"--samples must be >= 1, got {samples}.")
@@ -69,16 +71,14 @@ def run_tune(
     chosen = trials(grid, samples, base.seed)
     shared = None
     if any(key in grid for key in AESL_KEYS):
-        ae = copy.deepcopy(base.ae)
-        ae.data, ae.seed, ae.device, ae.progress = base.data, base.seed, base.device, base.progress
-        shared = make_soft_labels(ae, out / "aesl", resume=True)
+        shared = make_soft_labels(ae_config_for(base), out / "aesl", resume=True)
     results = []
     for number, trial in enumerate(chosen):
         config = trial_config(base, trial)
         run = out / "trials" / f"{number:03d}"
         if shared is not None:
             config.source["soft_labels"] = str(_derived_soft_labels(shared, trial, run))
-        summary = _summary_or_train(train_student, config, run)
+        summary = _summary_or_train(config, run)
         results.append(
             {
                 "trial": number,
@@ -119,11 +119,9 @@ def _derived_soft_labels(shared: SoftLabels, trial: dict[str, Any], run: Path) -
     return path
 
 
-def _summary_or_train(train_student: Any, config: TrainConfig, run: Path) -> dict[str, Any]:
+def _summary_or_train(config: TrainConfig, run: Path) -> dict[str, Any]:
     if (run / "summary.json").exists():
         return json.loads((run / "summary.json").read_text())
-    from reffakd.rundir import RunDir
-
     return train_student(config, run, resume=RunDir(run).holds_run())
 
 

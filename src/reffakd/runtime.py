@@ -1,46 +1,14 @@
-"""Small helpers: atomic writes, seeding, RNG state capture, device choice."""
+"""The process's random state and compute device: seeding, capturing and restoring RNGs."""
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+from reffakd.errors import UserError
 
 
 def seed_everything(seed: int) -> None:
@@ -70,11 +38,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def format_percent(value: float | None) -> str:
-    """``89.12%``, or ``n/a`` when a metric is missing."""
-    return "n/a" if value is None else f"{value:.2f}%"
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else MPS, else CPU."""
     if name == "auto":
@@ -83,8 +46,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    from reffakd.errors import UserError
-
     try:
         device = torch.device(name)
     except RuntimeError:

@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 
 from reffakd.config import DataConfig, OptimConfig, SoftLabelConfig, TrainConfig
+from reffakd.data.prepare import prepare_data
+from reffakd.distill.train import train_student
 from reffakd.errors import DataError, UserError
+from reffakd.training.summary import summary_line
 
 HOW_TO_PROVIDE = (
     "provide Fashion-MNIST with --data-dir DIR or REFFAKD_DATA=DIR (a folder holding "
@@ -38,8 +41,6 @@ def demo_configs(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from reffakd.pipeline import prepare_data, summary_line, train_student
-
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     config = demo_configs(args)
     started = time.perf_counter()
@@ -55,7 +56,7 @@ def run_demo(args: argparse.Namespace) -> int:
     summary = train_student(config, out)
     phases = summary["phases"]
     print(
-        f"phase 1, autoencoder + soft labels: {phases.get('soft_labels_seconds', 0):.1f}s "
+        f"phase 1, autoencoder + soft labels: {phases.get('teacher_signal_seconds', 0):.1f}s "
         f"({out / 'ae'})"
     )
     print(f"phase 2, ReffAKD LeNet-5 student: {summary['seconds_total']:.1f}s")

@@ -27,7 +27,6 @@ __all__ = [
     "dkd",
     "kd_kl",
     "probs_to_logits",
-    "soft_cross_entropy",
     "standardize_logits",
     "warmup_factor",
 ]
@@ -166,38 +165,6 @@ def kd_kl(
     if t_squared:
         loss = loss * (temperature**2)
     return loss
-
-
-def soft_cross_entropy(
-    student_logits: Tensor,
-    target_probs: Tensor,
-    *,
-    temperature: float = 1.0,
-    reduction: Reduction = "batchmean",
-) -> Tensor:
-    """Cross-entropy against soft targets: ``CE_i = -sum_c p_ic log softmax(z_i / T)_c``.
-
-    * ``'batchmean'`` and ``'mean'`` are the same here: the per-sample average
-      ``sum_i CE_i / B`` (like ``F.cross_entropy``'s ``'mean'`` with probability targets);
-      there is no division by ``C``;
-    * ``'sum'``: ``sum_i CE_i``;
-    * ``'none'``: ``(CE_i)``, shape ``(B,)``.
-
-    No ``T^2`` factor is applied. ``target_probs`` rows should sum to 1; they are not
-    renormalised, and they are detached (gradients reach ``student_logits`` only). With one-hot
-    targets and ``T = 1`` this equals ``F.cross_entropy``.
-    """
-    _check_pair("student_logits", student_logits, "target_probs", target_probs)
-    _check_reduction(reduction)
-    _check_temperature("temperature", temperature)
-
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    per_sample = -(target_probs.detach() * log_q).sum(dim=1)
-    if reduction == "none":
-        return per_sample
-    if reduction == "sum":
-        return per_sample.sum()
-    return per_sample.sum() / per_sample.shape[0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,44 +1,17 @@
-"""Training-curve plots (PNG)."""
+"""A bench's plots (PNG): accuracy against teacher-signal cost, and validation curves."""
 
 from __future__ import annotations
 
-import io
+import json
 from pathlib import Path
 from typing import Any
 
-from reffakd.utils import atomic_write_bytes
-
-
-def plot_curves(history: list[dict[str, Any]], path: Path, keys: list[str]) -> None:
-    """One line per metric key against epoch; missing keys are skipped."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in keys:
-        values = [r.get(key) for r in history]
-        if any(v is not None for v in values):
-            ax.plot(epochs, values, marker="o", markersize=3, label=key)
-    ax.set_xlabel("epoch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+from reffakd.files import pyplot, save_figure
 
 
 def plot_accuracy_vs_cost(rows: list[dict[str, Any]], path: Path) -> None:
     """Test accuracy (best-on-val epoch, mean ± std) against teacher-signal FLOPs (log x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     positive = [r["signal_flops"] for r in rows if r["signal_flops"] > 0]
     floor = min(positive) / 10 if positive else 1.0
@@ -59,18 +32,12 @@ def plot_accuracy_vs_cost(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("test top-1 % (best-on-val epoch)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_method_curves(metrics_files: dict[str, Path], path: Path) -> None:
     """Validation top-1 against epoch, one line per method (first seed)."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, file in metrics_files.items():
         if not Path(file).exists():
@@ -88,13 +55,4 @@ def plot_method_curves(metrics_files: dict[str, Path], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    save_figure(fig, path)

@@ -12,15 +12,13 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from reffakd import losses
 from reffakd.errors import UserError
+from reffakd.kd import losses
+from reffakd.kd.signal import TeacherSignal, check_options
 from reffakd.registry import Registry
-from reffakd.sources import TeacherSignal
 
 
 class Objective:
-    needs_signal = True
-
     def __call__(
         self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
     ) -> dict[str, Tensor]:
@@ -37,11 +35,10 @@ OBJECTIVES: Registry[Callable[..., Objective]] = Registry("loss", autoload=("ref
 
 
 def build_objective(name: str, options: dict[str, Any]) -> Objective:
+    """Construct (and so validate) a loss with its options."""
     factory = OBJECTIVES.get(name)
-    try:
-        return factory(**options)
-    except TypeError as exc:
-        raise UserError(f"bad options for loss {name!r}: {exc}") from None
+    check_options(factory, options, f"loss {name!r}", "loss")
+    return factory(**options)
 
 
 def _check_alpha(alpha: float) -> float:
@@ -68,8 +65,6 @@ def _standardized(
 class CrossEntropy(Objective):
     """Plain cross-entropy on the hard labels; ignores any teacher signal."""
 
-    needs_signal = False
-
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
 
@@ -82,8 +77,9 @@ class KnowledgeDistillation(Objective):
     """(1 - alpha) CE(z, y) + alpha T² KL(softmax(t/T_t) || softmax(z/T)).
 
     ``teacher_temperature`` None: the same T on both sides (Hinton). ReffAKD uses 1.0: the
-    AESL row is taken as is and only the student is softened (METHODS §2.7). ``reduction`` is
-    ``batchmean`` (true KL) or ``mean`` (the reference code's KLDivLoss() default, KL / C).
+    AESL row is taken as is and only the student is softened (docs/methods.md §2.7).
+    ``reduction`` is ``batchmean`` (true KL) or ``mean`` (the reference code's KLDivLoss()
+    default, KL / C).
     ``standardize`` applies logit standardisation to both sides first.
     """
 
@@ -123,15 +119,18 @@ class KnowledgeDistillation(Objective):
 
 @OBJECTIVES.register("soft_ce")
 class SoftTargetCrossEntropy(Objective):
-    """-Σ_c p_c log softmax(z)_c with p the teacher's distribution (label smoothing's loss)."""
+    """-(1/B) Σ_i Σ_c p_ic log softmax(z_i)_c with p = softmax(t / T) the teacher's distribution
+    (label smoothing's loss; ``F.cross_entropy`` with probability targets)."""
 
     def __init__(self, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         target = (signal.logits / self.temperature).softmax(dim=1)
-        return {"soft_ce": losses.soft_cross_entropy(logits, target)}
+        return {"soft_ce": F.cross_entropy(logits, target.detach())}
 
 
 @OBJECTIVES.register("dkd")

@@ -1,17 +1,10 @@
 """The one training loop: train, evaluate, checkpoint, resume.
 
-The engine trains a *task*: an ``nn.Module`` with
-
-* ``forward_train(images, labels, indices, epoch) -> (outputs, {name: loss})`` — the losses are
-  summed for the backward pass and logged by name;
-* ``eval_sums(images, labels) -> {metric: sum over the batch}`` — turned into means per split;
-* ``learnable_parameters()`` — what the optimizer updates (a frozen teacher is not among them);
-* ``selection_metric`` / ``selection_mode`` — the validation metric that picks the best epoch.
-
-Checkpoint selection uses the validation split only; the test split is evaluated and reported
-each epoch but never drives a decision. Each epoch ends with an atomic checkpoint holding model,
-optimizer, scheduler, epoch, metric history and every RNG state, so ``resume`` continues
-bit-identically on CPU.
+The engine trains a :class:`~reffakd.training.task.Task` and never needs to know which method
+produced its losses. Checkpoint selection uses the validation split only; the test split is
+evaluated and reported each epoch but never drives a decision. Each epoch ends with an atomic
+checkpoint holding model, optimizer, scheduler, epoch, metric history and every RNG state, so
+``resume`` continues bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +14,6 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +25,13 @@ from reffakd.config import OptimConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.dataset import DataSplits
 from reffakd.data.loader import BatchLoader
-from reffakd.errors import NonFiniteLossError, UserError
-from reffakd.rundir import RunDir
-from reffakd.utils import (
-    atomic_torch_save,
-    atomic_write_text,
-    capture_rng_state,
-    restore_rng_state,
-    write_json,
-)
+from reffakd.errors import NonFiniteLossError, UserError, first_line
+from reffakd.files import atomic_torch_save, atomic_write_text
+from reffakd.runtime import capture_rng_state, restore_rng_state
+from reffakd.training.checkpoint import FORMAT, load_checkpoint
+from reffakd.training.rundir import RunDir
+from reffakd.training.summary import summarize
+from reffakd.training.task import Task
 
 FAULT_ENV = "REFFAKD_FAULT_AFTER_EPOCH"  # testing hook: SIGKILL self after this epoch's checkpoint
 
@@ -56,7 +46,7 @@ class FitResult:
 class Trainer:
     """Runs ``task`` on ``splits`` with SGD + MultiStepLR, writing into ``run_dir``."""
 
-    task: nn.Module
+    task: Task
     splits: DataSplits
     transform: BatchTransform
     optim: OptimConfig
@@ -65,7 +55,6 @@ class Trainer:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
     desc: str = "train"
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
 
     def __post_init__(self) -> None:
         self.task.to(self.device)
@@ -86,7 +75,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpointing
     def state(self, epoch: int) -> dict[str, Any]:
         return {
-            "format": "reffakd-checkpoint/1",
+            "format": FORMAT,
             "epoch": epoch,
             "model": self.task.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -109,9 +98,8 @@ class Trainer:
             self.task.load_extra_state(state.get("extra") or {})
             restore_rng_state(state["rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(
-                f"checkpoint {path} does not match this run ({first}); "
+                f"checkpoint {path} does not match this run ({first_line(exc)}); "
                 "it is corrupt or from another run: start a new run with a new --out."
             ) from None
         self.history = list(state["history"])
@@ -148,8 +136,6 @@ class Trainer:
                 )
             atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
             self._write_metrics()
-            if self.on_epoch_end is not None:
-                self.on_epoch_end(record)
             if os.environ.get(FAULT_ENV) == str(epoch):
                 os.kill(os.getpid(), signal.SIGKILL)
         summary = summarize(self.history, *self.selection)
@@ -200,8 +186,8 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar):
-            images = self.transform(batch.inputs, train=True, generator=self.data_generator)
-            outputs, losses = self.task.forward_train(images, batch.labels, batch.indices, epoch)
+            inputs = self.transform(batch.inputs, train=True, generator=self.data_generator)
+            outputs, losses = self.task.forward_train(inputs, batch.labels, batch.indices, epoch)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -247,49 +233,9 @@ def evaluate_task(
     sums: dict[str, torch.Tensor] = {}
     seen = 0
     for batch in loader:
-        images = transform(batch.inputs, train=False)
-        for key, value in task.eval_sums(images, batch.labels).items():
+        inputs = transform(batch.inputs, train=False)
+        for key, value in task.eval_sums(inputs, batch.labels).items():
             sums[key] = sums.get(key, 0) + value
         seen += len(batch.labels)
     task.train(was_training)
     return {k: round(float(v) / max(seen, 1), 6) for k, v in sums.items()}
-
-
-def summarize(history: list[dict[str, Any]], key: str, mode: str) -> dict[str, Any]:
-    """Best-on-validation epoch and last epoch, with every metric of both."""
-    if not history:
-        return {}
-    scored = [r for r in history if key in r and not math.isnan(r[key])]
-    pick = max if mode == "max" else min
-    best = pick(scored, key=lambda r: r[key]) if scored else history[-1]
-    last = history[-1]
-    return {
-        "selection_metric": key,
-        "selection_mode": mode,
-        "epochs": last["epoch"],
-        "best_epoch": best["epoch"],
-        "best": {k: v for k, v in best.items() if k != "epoch"},
-        "last": {k: v for k, v in last.items() if k != "epoch"},
-        "train_seconds_total": round(sum(r.get("train_seconds", 0.0) for r in history), 3),
-        "seconds_total": round(sum(r.get("seconds", 0.0) for r in history), 3),
-    }
-
-
-def load_checkpoint(path) -> dict[str, Any]:
-    """Load a checkpoint written by the engine; unreadable files raise UserError."""
-    if not path.exists():
-        raise UserError(f"no checkpoint at {path}; there is nothing to resume in this directory.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or "model" not in state:
-            raise ValueError("not a reffakd checkpoint")
-    except Exception as exc:
-        raise UserError(
-            f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}); "
-            "delete the run directory and start again, or restore the file from a backup."
-        ) from None
-    return state
-
-
-def write_summary(run_dir: RunDir, summary: dict[str, Any]) -> None:
-    write_json(run_dir.summary, summary)

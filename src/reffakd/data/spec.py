@@ -1,0 +1,64 @@
+"""What the project knows about a dataset before reading it: :class:`DatasetSpec`.
+
+Specs live in the :data:`DATASETS` registry; the built-in ones are registered by
+:mod:`reffakd.data.catalog`, which the registry imports on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reffakd.data.dataset import RawDataset
+from reffakd.data.readers.common import PathLike
+from reffakd.registry import Registry
+
+
+@dataclass(frozen=True)
+class Found:
+    """A usable copy of a dataset and the function that reads it (given a cache dir)."""
+
+    path: Path
+    read: Callable[[PathLike | None], RawDataset]
+
+
+Probe = Callable[[Path, bool], "Found | None"]
+
+
+@dataclass
+class DatasetSpec:
+    """Static facts about a dataset and how to obtain it.
+
+    ``num_classes``, ``in_channels``, ``native_size`` and ``default_image_size`` are None for
+    ``imagefolder``, where they come from the data (models then train at the native size).
+    ``augment`` has ``crop_padding`` (pixels of padding for a random crop at the training size;
+    0 means no crop), ``flip`` (random horizontal flip) and ``rotation`` (max degrees).
+    ``downloads`` lists (url, filename, md5 of that file).
+    """
+
+    name: str
+    num_classes: int | None
+    in_channels: int | None
+    native_size: int | None
+    default_image_size: int | None
+    class_names: list[str] | None = None
+    aesl_boost: float = 0.008
+    augment: dict[str, Any] = field(
+        default_factory=lambda: {"crop_padding": 0, "flip": True, "rotation": 15}
+    )
+    folder_names: list[str] = field(default_factory=list)
+    downloads: list[tuple[str, str, str]] = field(default_factory=list)
+    expects: str = ""
+    install_hint: str = ""
+    probe: Probe | None = field(default=None, repr=False, compare=False)
+    explicit_only: bool = False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", autoload=("reffakd.data.catalog",))
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The spec of a registered dataset; unknown names raise UserError listing known ones."""
+    return DATASETS.get(name)

@@ -1,0 +1,105 @@
+"""``reffakd list WHAT``: the registered names, as small tables."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from reffakd.data.spec import DATASETS
+from reffakd.experiments.bench import load_suite, packaged_suites
+from reffakd.kd.methods import PRESETS
+from reffakd.kd.objectives import OBJECTIVES
+from reffakd.kd.signal import SOURCES
+from reffakd.models import MODELS
+from reffakd.training.cost import count_parameters
+
+DEFAULT_CLASSES = 10
+DEFAULT_INPUT = {"in_channels": 3, "image_size": 32}
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _options(options: dict[str, Any], prefix: str = "") -> str:
+    return ", ".join(f"{prefix}{k}={v}" for k, v in options.items())
+
+
+def list_methods() -> str:
+    rows = []
+    for name in PRESETS.names():
+        spec = PRESETS.get(name)
+        options = [_options(spec.source_options, "source."), _options(spec.loss_options, "loss.")]
+        shown = "; ".join(o for o in options if o) or "the loss's defaults"
+        rows.append([name, spec.source or "-", spec.loss, shown, spec.description])
+    return table(["method", "source", "loss", "preset options", "description"], rows)
+
+
+def list_models() -> str:
+    rows = []
+    for name in MODELS.names():
+        factory = MODELS.get(name)
+        shape = getattr(factory, "default_input", DEFAULT_INPUT)
+        model = factory(num_classes=DEFAULT_CLASSES, **shape)
+        rows.append([name, f"{count_parameters(model):,}", _options(shape) or "-"])
+    note = f"parameters with {DEFAULT_CLASSES} classes at the input shown"
+    return table(["model", "parameters", "input"], rows) + f"\n({note})"
+
+
+def list_datasets() -> str:
+    rows = []
+    for name in DATASETS.names():
+        spec = DATASETS.get(name)
+        shape = (
+            "from the data"
+            if spec.in_channels is None
+            else (f"{spec.in_channels}x{spec.native_size}x{spec.native_size}")
+        )
+        rows.append([name, str(spec.num_classes or "from the data"), shape])
+    return table(["dataset", "classes", "images"], rows)
+
+
+def _first_doc_line(obj: Callable[..., Any]) -> str:
+    """The first sentence of a docstring, on one line."""
+    paragraph = (inspect.getdoc(obj) or "").split("\n\n")[0]
+    text = " ".join(paragraph.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]
+
+
+def list_sources() -> str:
+    rows = [[name, _first_doc_line(SOURCES.get(name))] for name in SOURCES.names()]
+    return table(["source", "description"], rows)
+
+
+def list_losses() -> str:
+    rows = [[name, _first_doc_line(OBJECTIVES.get(name))] for name in OBJECTIVES.names()]
+    return table(["loss", "description"], rows)
+
+
+def list_suites() -> str:
+    rows = []
+    for name in packaged_suites():
+        suite = load_suite(name)
+        rows.append(
+            [name, ", ".join(suite.datasets), str(len(suite.methods)), str(len(suite.seeds))]
+        )
+    return table(["suite", "datasets", "methods", "seeds"], rows)
+
+
+LISTINGS: dict[str, Callable[[], str]] = {
+    "datasets": list_datasets,
+    "models": list_models,
+    "methods": list_methods,
+    "sources": list_sources,
+    "losses": list_losses,
+    "suites": list_suites,
+}

@@ -1,0 +1,8 @@
+"""Knowledge distillation: teacher-signal sources × losses.
+
+:mod:`~reffakd.kd.losses` (pure loss functions), :mod:`~reffakd.kd.objectives` (the losses with
+their weights, as the ``loss`` half of a method), :mod:`~reffakd.kd.signal` (the source
+contract), :mod:`~reffakd.kd.sources` (label smoothing, the Tf-KD virtual teacher, a trained
+teacher, the self-teacher), :mod:`~reffakd.kd.methods` (the preset table) and
+:mod:`~reffakd.kd.task` (the distiller the engine trains).
+"""

@@ -1,0 +1,145 @@
+"""The teacher-signal contract: a typed context in, per-batch soft targets and a typed record out.
+
+A *source* makes the teacher's side of a method. It is built in two steps, so that a run can be
+refused before anything is written:
+
+1. ``factory(context, **options)`` checks the options and reads what it needs (a soft-label
+   file, a teacher checkpoint); it writes nothing;
+2. ``source.setup()`` does the expensive work that may write into the run directory (training
+   an autoencoder or a light teacher).
+
+Per batch, ``source(inputs, labels, indices)`` returns a :class:`TeacherSignal`. Afterwards
+``source.record()`` says what the signal was and what it cost (a :class:`SignalRecord`), and
+``source.networks_per_batch()`` names the frozen networks that ran on every training batch,
+which the cost accounting charges one forward pass per sample.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reffakd.config import DataConfig, SoftLabelConfig
+from reffakd.data.prepare import PreparedData
+from reffakd.errors import UserError
+from reffakd.registry import Registry
+
+
+@dataclass
+class TeacherSignal:
+    """``logits``: (B, C). For class-level sources they are log-probabilities."""
+
+    logits: Tensor
+    class_level: bool
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """Everything a source may use to set itself up; all of it describes the student's run."""
+
+    data: PreparedData
+    data_config: DataConfig
+    run_dir: Path
+    device: torch.device
+    student: str
+    seed: int = 0
+    progress: bool = False
+    augmented: bool = True
+    ae: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+
+    @property
+    def dataset(self) -> str:
+        return self.data.spec.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.splits.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.data.splits.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self.data.splits.in_channels
+
+    @property
+    def image_size(self) -> int:
+        return self.data.image_size
+
+
+@dataclass
+class SignalRecord:
+    """What a source recorded: ``info`` goes into the run summary under ``key``; ``phases`` are
+    the cost phases that made the signal (training a teacher or an autoencoder, ...)."""
+
+    key: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+
+class TeacherSource(nn.Module):
+    """Base class. Every network of a source is frozen: eval mode and no gradients, whatever
+    mode the module around it is put in."""
+
+    def setup(self) -> None:
+        """Expensive preparation that may write into the run directory (default: none)."""
+
+    def record(self) -> SignalRecord:
+        return SignalRecord()
+
+    def networks_per_batch(self) -> dict[str, nn.Module]:
+        """The frozen networks run on every training batch (default: none)."""
+        return {}
+
+    def freeze(self) -> TeacherSource:
+        self.requires_grad_(False)
+        return self.train(False)
+
+    def train(self, mode: bool = True) -> TeacherSource:
+        return super().train(False)
+
+
+def option_names(factory: Callable[..., Any], skip: int = 0) -> list[str]:
+    """The keyword options ``factory`` accepts (after its first ``skip`` parameters)."""
+    parameters = list(inspect.signature(factory).parameters.values())[skip:]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = [p.name for p in parameters if p.kind in named]
+    forwarded = getattr(factory, "forwards_options_to", None)
+    return names + (option_names(forwarded) if forwarded is not None else [])
+
+
+SourceFactory = Callable[..., TeacherSource]
+# The aesl and lwkd sources register themselves from their packages (docs/methods.md).
+SOURCES: Registry[SourceFactory] = Registry(
+    "teacher-signal source", autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd")
+)
+
+
+def build_source(name: str, options: dict[str, Any], context: SourceContext) -> TeacherSource:
+    """Construct (and so validate) a source; nothing is written until ``setup()``."""
+    factory = SOURCES.get(name)
+    check_options(factory, options, f"source {name!r}", "source", skip=1)
+    return factory(context, **options)
+
+
+def check_options(
+    factory: Callable[..., Any], options: dict[str, Any], what: str, section: str, skip: int = 0
+) -> None:
+    """Refuse option names that ``factory`` does not take, listing the ones it does.
+
+    A factory that passes ``**options`` on declares where with ``forwards_options_to``.
+    """
+    known = option_names(factory, skip)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(
+            f"unknown option '{section}.{unknown[0]}' for {what}; "
+            f"its options are: {', '.join(known) or 'none'}."
+        )

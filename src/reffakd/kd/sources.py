@@ -1,0 +1,270 @@
+"""The built-in teacher-signal sources: class tables (label smoothing, the Tf-KD virtual teacher)
+and trained networks (vanilla KD's teacher, Tf-KD's self-teacher).
+
+Class-level sources hold a fixed distribution per class and return its log-probabilities, so
+every logit-based loss accepts them (docs/methods.md §3). Network sources run a frozen network
+on the same augmented batch as the student.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reffakd.config import TrainConfig
+from reffakd.data.spec import get_spec
+from reffakd.errors import UserError, first_line
+from reffakd.kd.losses import probs_to_logits
+from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
+from reffakd.models import build_model
+from reffakd.training.runs import (
+    TrainedRun,
+    load_run_config,
+    load_weights,
+    open_trained_run,
+    read_summary,
+)
+from reffakd.training.summary import format_percent
+
+
+class ClassTableSource(TeacherSource):
+    """A fixed (C, C) table of class distributions; row y is the target for label y."""
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("log_table", probs_to_logits(table.to(torch.float32)))
+
+    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
+        return TeacherSignal(self.log_table[labels], class_level=True)
+
+
+@SOURCES.register("smooth")
+def smooth_source(context: SourceContext, eps: float = 0.1) -> ClassTableSource:
+    """Label smoothing: 1 - eps on the true class, eps / (C - 1) elsewhere."""
+    if not 0.0 <= eps < 1.0:
+        raise UserError(f"label smoothing eps must be in [0, 1), got {eps}")
+    c = context.num_classes
+    table = torch.full((c, c), eps / (c - 1))
+    table.fill_diagonal_(1.0 - eps)
+    return ClassTableSource(table)
+
+
+@SOURCES.register("virtual")
+def virtual_source(
+    context: SourceContext, a: float = 0.99, temperature: float = 20.0
+) -> ClassTableSource:
+    """Tf-KD virtual teacher: p_d = a on the true class, (1 - a)/(C - 1) elsewhere, then
+    softened as in the reference code: softmax(p_d / temperature)."""
+    if not 0.0 < a <= 1.0 or temperature <= 0:
+        raise UserError(
+            f"virtual teacher needs a in (0, 1] and temperature > 0, got {a}, {temperature}"
+        )
+    c = context.num_classes
+    virtual = torch.full((c, c), (1.0 - a) / (c - 1))
+    virtual.fill_diagonal_(a)
+    return ClassTableSource(torch.softmax(virtual / temperature, dim=1))
+
+
+# ---------------------------------------------------------------------------- network sources
+class NetworkSource(TeacherSource):
+    """A trained, frozen network. It runs on the very batch the student sees (augmented or
+    not), or, with ``cache``, on each training sample once.
+
+    The cache is keyed by sample index (``indices``: positions in the train split), never by
+    batch position, so shuffling cannot mix rows up (docs/methods.md §5). It is only correct
+    when a sample always gives the same input, i.e. without augmentation; the factories enforce
+    that.
+    """
+
+    def __init__(
+        self, teacher: nn.Module, num_classes: int, info: dict[str, Any], cache: bool = False
+    ) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.cache_enabled = cache
+        self.info = info
+        self.register_buffer("cache", torch.zeros(0, num_classes), persistent=False)
+        self.register_buffer("filled", torch.zeros(0, dtype=torch.bool), persistent=False)
+        self.freeze()
+
+    def record(self) -> SignalRecord:
+        return SignalRecord("teacher", self.info, teacher_phases(self.info.get("run")))
+
+    def networks_per_batch(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher}
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs: Tensor) -> Tensor:
+        return self.teacher(inputs)
+
+    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
+        if self.cache_enabled:
+            return TeacherSignal(self._cached(inputs, indices), class_level=False)
+        return TeacherSignal(self.teacher_logits(inputs), class_level=False)
+
+    def _cached(self, inputs: Tensor, indices: Tensor) -> Tensor:
+        """Rows of the cache for ``indices``, running the teacher on the samples not seen yet."""
+        self._reserve(int(indices.max()) + 1)
+        missing = ~self.filled[indices]
+        if missing.any():
+            new = indices[missing]
+            self.cache[new] = self.teacher_logits(inputs[missing]).to(self.cache.dtype)
+            self.filled[new] = True
+        return self.cache[indices]
+
+    def _reserve(self, size: int) -> None:
+        """Grow the cache (doubling) so that it holds at least ``size`` samples."""
+        held = self.filled.shape[0]
+        if size <= held:
+            return
+        size = max(size, 2 * held)
+        cache = self.cache.new_zeros(size, self.cache.shape[1])
+        filled = self.filled.new_zeros(size)
+        cache[:held], filled[:held] = self.cache, self.filled
+        self.cache, self.filled = cache, filled
+
+
+def teacher_phases(run: str | None) -> list[dict[str, Any]]:
+    """The cost phases of a teacher's own training run, renamed as teacher phases."""
+    if not run:
+        return []
+    summary = read_summary(run) or {}
+    phases = summary.get("cost", {}).get("phases", [])
+    renamed = []
+    for phase in phases:
+        name = "teacher_training" if phase["phase"] == "student_training" else phase["phase"]
+        renamed.append({**phase, "phase": f"teacher:{name}"})
+    return renamed
+
+
+@SOURCES.register("teacher")
+def teacher_source(
+    context: SourceContext, run: str | None = None, checkpoint: str = "best", cache: bool = False
+) -> NetworkSource:
+    """Vanilla KD: a network trained by ``reffakd train`` (its run directory, or a ``.pt``
+    checkpoint inside one). ``checkpoint``: ``best`` (on validation) or ``last``."""
+    return _network_source(context, run, checkpoint, cache, same_architecture=False)
+
+
+@SOURCES.register("self")
+def self_source(
+    context: SourceContext, run: str | None = None, checkpoint: str = "best", cache: bool = False
+) -> NetworkSource:
+    """Tf-KD self-training: the teacher is a normally trained copy of the student's own
+    architecture (a run of ``reffakd train --method ce`` with the same ``--student``)."""
+    return _network_source(context, run, checkpoint, cache, same_architecture=True)
+
+
+def _network_source(
+    context: SourceContext,
+    run: str | None,
+    checkpoint: str,
+    cache: bool,
+    same_architecture: bool,
+) -> NetworkSource:
+    if not run:
+        raise UserError("this method needs a trained teacher: pass --teacher RUN_DIR.")
+    if cache and context.augmented:
+        raise UserError(
+            "teacher outputs may only be cached for un-augmented inputs (an augmented sample "
+            "differs every epoch); set --set augment.enabled=false or drop source.cache."
+        )
+    trained = open_trained_run(run, checkpoint, "teacher")
+    config = load_run_config(trained.path)
+    _check_compatible(run, config, context)
+    if same_architecture:
+        _check_same_architecture(run, config.student, context.student)
+    teacher = _build_teacher(run, config.student, trained, context)
+    info = _teacher_info(run, trained, config)
+    info["parameters"] = sum(p.numel() for p in teacher.parameters())
+    print(_teacher_line(info))
+    return NetworkSource(teacher, context.num_classes, info, cache).to(context.device)
+
+
+def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> None:
+    """The teacher's classes, channels, image size, dataset and split must be the student's."""
+    spec = get_spec(config.data.name)
+    data = config.data
+    fix = f"pass --teacher a run trained on {context.dataset} with this run's data settings."
+    checks = (
+        ("{} classes", spec.num_classes, context.num_classes),
+        ("{} input channels", spec.in_channels, context.in_channels),
+        ("{0}x{0} images", data.image_size or spec.default_image_size, context.image_size),
+    )
+    for what, theirs, ours in checks:
+        if theirs is not None and theirs != ours:
+            raise UserError(
+                f"teacher run {run} is for {what.format(theirs)} ({data.name}) but this run has "
+                f"{what.format(ours)} ({context.dataset}); {fix}"
+            )
+    if data.name != context.dataset:
+        raise UserError(
+            f"teacher run {run} was trained on {data.name}, this run uses {context.dataset}; {fix}"
+        )
+    ours = context.data_config
+    theirs_split = {"val_fraction": data.val_fraction, "split_seed": data.split_seed}
+    ours_split = {"val_fraction": ours.val_fraction, "split_seed": ours.split_seed}
+    if theirs_split != ours_split:
+        raise UserError(
+            f"teacher run {run} held out another validation split ({theirs_split}, this run "
+            f"{ours_split}), so it trained on this run's validation samples; {fix}"
+        )
+
+
+def _check_same_architecture(run: str, teacher: str, student: str) -> None:
+    if teacher != student:
+        raise UserError(
+            f"Tf-KD self-training needs a teacher of the student's architecture: {run} holds a "
+            f"{teacher}, this run trains a {student}; train a {student} with --method ce "
+            "first, or use --method kd for another teacher."
+        )
+
+
+_RETRAIN = "pass --teacher a run trained on this run's dataset."
+
+
+def _build_teacher(run: str, name: str, trained: TrainedRun, context: SourceContext) -> nn.Module:
+    """The teacher network with the checkpoint's weights, checked on a probe batch."""
+    model = build_model(name, context.num_classes, context.in_channels, context.image_size)
+    expected = f"a {name} with {context.num_classes} classes and {context.in_channels} channels"
+    load_weights(model, trained, expected, _RETRAIN)
+    model.eval()
+    size = context.image_size
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, context.in_channels, size, size))
+    except RuntimeError as exc:
+        raise UserError(
+            f"teacher {name} of {run} cannot take {context.in_channels}x{size}x{size} inputs "
+            f"({first_line(exc)}); {_RETRAIN}"
+        ) from None
+    if out.ndim != 2 or out.shape[1] != context.num_classes:
+        raise UserError(
+            f"teacher {name} of {run} gives outputs of shape {tuple(out.shape[1:])}, this run "
+            f"has {context.num_classes} classes; {_RETRAIN}"
+        )
+    return model
+
+
+def _teacher_info(run: str, trained: TrainedRun, config: TrainConfig) -> dict[str, Any]:
+    """The teacher's accuracy at the loaded checkpoint, from summary.json or the checkpoint."""
+    record, epoch = trained.record()
+    return {
+        "run": str(trained.path),
+        "checkpoint": trained.kind,
+        "student": config.student,
+        "dataset": config.data.name,
+        "epoch": epoch,
+        "val_top1": record.get("val_top1"),
+        "test_top1": record.get("test_top1"),
+        "finished": trained.finished,
+    }
+
+
+def _teacher_line(info: dict[str, Any]) -> str:
+    return (
+        f"teacher {info['student']} from {info['run']}: val {format_percent(info['val_top1'])} "
+        f"test {format_percent(info['test_top1'])} ({info['checkpoint']} epoch {info['epoch']})"
+    )

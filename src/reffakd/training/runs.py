@@ -1,0 +1,126 @@
+"""Loading what a finished (or interrupted) run left behind: its config, a checkpoint, and the
+accuracy recorded for it. Shared by every source that uses a trained network: the vanilla-KD
+teacher, the Tf-KD self-teacher and LW-KD's light teacher."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from reffakd.config import TrainConfig, from_dict, load_yaml
+from reffakd.errors import UserError, first_line
+from reffakd.training.checkpoint import load_checkpoint
+
+CHECKPOINTS = ("best", "last")
+SOFT_LABEL_KEYS = frozenset({"samples_per_class", "boost"})
+
+
+@dataclass
+class TrainedRun:
+    """A run directory and one of its checkpoints (``best`` on validation, or ``last``)."""
+
+    path: Path
+    checkpoint: Path
+    state: dict[str, Any]
+    summary: dict[str, Any] | None
+
+    @property
+    def kind(self) -> str:
+        """``best`` when the checkpoint is the best-on-validation one, else ``last``."""
+        return "best" if "record" in self.state else "last"
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def record(self) -> tuple[dict[str, Any], int | None]:
+        """The metrics and epoch of the loaded checkpoint (from summary.json when finished)."""
+        if self.summary is not None and self.checkpoint.parent == self.path / "checkpoints":
+            try:
+                key = "best_epoch" if self.kind == "best" else "epochs"
+                return dict(self.summary[self.kind]), self.summary[key]
+            except (KeyError, TypeError):
+                pass
+        if isinstance(self.state.get("record"), dict):
+            return self.state["record"], self.state.get("epoch")
+        history = self.state.get("history") or [{}]
+        return history[-1], self.state.get("epoch")
+
+
+def run_kind(path: Path) -> str | None:
+    """``train``, ``soft-labels`` or ``light-teacher`` from a run's config.yaml; None if none."""
+    file = Path(path) / "config.yaml"
+    if not file.is_file():
+        return None
+    values = load_yaml(file)
+    if values.get("kind") == "lwkd-light-teacher":
+        return "light-teacher"
+    if SOFT_LABEL_KEYS & set(values):
+        return "soft-labels"
+    return "train"
+
+
+def load_run_config(run: str | Path) -> TrainConfig:
+    """The resolved config of a ``reffakd train`` run directory."""
+    path = Path(run)
+    kind = run_kind(path)
+    if kind is None:
+        raise UserError(f"{run} is not a run directory (no config.yaml); check the path.")
+    if kind == "soft-labels":
+        raise UserError(
+            f"{run} is a soft-labels run, not a training run; pass its soft_labels.pt with "
+            f"--soft-labels {Path(run) / 'soft_labels.pt'}."
+        )
+    if kind == "light-teacher":
+        raise UserError(f"{run} is an LW-KD light-teacher run, not a training run.")
+    return from_dict(TrainConfig, load_yaml(path / "config.yaml"))
+
+
+def locate_checkpoint(run: str | Path, which: str, what: str) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) for a run directory or a ``.pt`` file inside one."""
+    path = Path(run)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise UserError(f"{what} checkpoint {run} not found; check the path.")
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return run_dir, path
+    if which not in CHECKPOINTS:
+        raise UserError(f"{what} checkpoint must be best or last, got {which!r}.")
+    if not path.is_dir():
+        raise UserError(f"{what} run {run} not found; pass the run directory of a trained run.")
+    file = path / "checkpoints" / f"{which}.pt"
+    if not file.exists():
+        raise UserError(
+            f"{what} run {run} has no checkpoints/{which}.pt; finish its training first "
+            f"(reffakd train --resume {run})."
+        )
+    return path, file
+
+
+def open_trained_run(run: str | Path, which: str = "best", what: str = "teacher") -> TrainedRun:
+    """The checkpoint ``which`` of ``run`` (a run directory or a ``.pt`` inside one)."""
+    run_dir, checkpoint = locate_checkpoint(run, which, what)
+    return TrainedRun(run_dir, checkpoint, load_checkpoint(checkpoint), read_summary(run_dir))
+
+
+def read_summary(run: str | Path) -> dict[str, Any] | None:
+    """A run's summary.json, or None while the run is unfinished (or the file unreadable)."""
+    path = Path(run) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_weights(model: nn.Module, run: TrainedRun, expected: str, fix: str) -> None:
+    """Load the run's weights into ``model``; ``expected`` describes the model for the error."""
+    try:
+        model.load_state_dict(run.state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"checkpoint {run.checkpoint} does not fit {expected} ({first_line(exc)}); {fix}"
+        ) from None
