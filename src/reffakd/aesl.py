@@ -1,6 +1,7 @@
 """Autoencoder soft labels (AESL): class similarity, diagonal boost, softmax, file format.
 
-Spec (METHODS §2.4-2.6). With unit-normalised embeddings ê_i and class sums M_c = Σ_{i∈c} ê_i:
+Spec: docs/methods.md §2.4-2.6. With unit-normalised embeddings ê_i and class sums
+M_c = Σ_{i∈c} ê_i:
 
 * S[a][b] = (M_a · M_b) / (n_a n_b) for a ≠ b — the mean cosine over all cross-class pairs;
 * S[c][c] = (M_c · M_c − Σ_{i∈c} ‖ê_i‖²) / (n_c (n_c − 1)) — the mean over pairs of distinct

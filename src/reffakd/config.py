@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class AugmentConfig:
-    """None means the dataset's default policy (METHODS §2.8)."""
+    """None means the dataset's default policy (docs/methods.md §2.8)."""
 
     enabled: bool = True
     crop_padding: int | None = None
@@ -54,7 +54,7 @@ class AugmentConfig:
 
 @dataclass
 class OptimConfig:
-    """SGD with step decay: the reference recipe (METHODS §2.8) by default."""
+    """SGD with step decay: the reference recipe (docs/methods.md §2.8) by default."""
 
     epochs: int = 200
     batch_size: int = 128
@@ -104,7 +104,7 @@ class TrainConfig:
 
 @dataclass
 class SoftLabelConfig:
-    """Autoencoder training and the AESL recipe (METHODS §2)."""
+    """Autoencoder training and the AESL recipe (docs/methods.md §2)."""
 
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

@@ -82,7 +82,7 @@ class KnowledgeDistillation(Objective):
     """(1 - alpha) CE(z, y) + alpha T² KL(softmax(t/T_t) || softmax(z/T)).
 
     ``teacher_temperature`` None: the same T on both sides (Hinton). ReffAKD uses 1.0: the
-    AESL row is taken as is and only the student is softened (METHODS §2.7). ``reduction`` is
+    AESL row is used as is, only the student is softened (docs/methods.md §2.7). ``reduction`` is
     ``batchmean`` (true KL) or ``mean`` (the reference code's KLDivLoss() default, KL / C).
     ``standardize`` applies logit standardisation to both sides first.
     """

@@ -224,7 +224,7 @@ def embed(
     device: torch.device,
     batch_size: int = 500,
 ) -> torch.Tensor:
-    """Encoder embeddings in eval mode, without augmentation (METHODS §2.3 decision)."""
+    """Encoder embeddings in eval mode, without augmentation (docs/methods.md §2.3)."""
     ae.eval()
     parts = []
     for start in range(0, len(images), batch_size):

@@ -1,7 +1,7 @@
 """Teacher-signal sources: per batch, the teacher's logits for the batch's samples.
 
 Class-level sources (``aesl``, ``smooth``, ``virtual``) hold a fixed distribution per class and
-return its log-probabilities, so every logit-based loss accepts them (METHODS §3). Network
+return its log-probabilities, so every logit-based loss accepts them (docs/methods.md §1.4). Network
 sources (``teacher``, ``self``) run a frozen network on the same augmented batch as the student.
 """
 
@@ -138,7 +138,7 @@ class NetworkSource(TeacherSource):
     student sees (augmented or not), or, with ``cache``, on each training sample once.
 
     The cache is keyed by sample index (``indices``: positions in the train split), never by
-    batch position, so shuffling cannot mix rows up (METHODS §5). It is only correct when a
+    batch position, so shuffling cannot mix rows (docs/methods.md §3.5). It is only correct when a
     sample always gives the same input, i.e. without augmentation; the factories enforce that.
     """
 

@@ -112,7 +112,7 @@ class Distiller(Task):
 
 
 class Reconstruction(Task):
-    """Autoencoder training on reconstruction MSE of the [0, 1] image (METHODS §2.2 decision)."""
+    """Autoencoder training on reconstruction MSE of the [0, 1] image (docs/methods.md §2.2)."""
 
     selection_metric = "mse"
     selection_mode = "min"
