@@ -112,10 +112,10 @@ def test_cae_macs_and_params_match_methods():
     decoder = 48 * 24 * 16 * 4 * 4 + 24 * 12 * 16 * 8 * 8 + 12 * 3 * 16 * 16 * 16
     cae = build_model("cae", 0, 3, 32)
     counted = forward_flops(cae, (3, 32, 32))
-    assert counted["macs"] == encoder + decoder == 1_474_560  # METHODS: ~1.5 M
+    assert counted["macs"] == encoder + decoder == 1_474_560  # docs/methods.md §2.1
     assert counted["macs"] == hand_macs(cae, (3, 32, 32))
     assert forward_flops(cae.encoder, (3, 32, 32))["macs"] == encoder
-    assert 45_000 < count_parameters(cae) < 50_000  # METHODS: ~47k
+    assert 45_000 < count_parameters(cae) < 50_000  # docs/methods.md §2.1: 47,355
 
 
 def test_parameter_counts():

@@ -14,13 +14,17 @@ from reffakd.errors import UserError
 from reffakd.models import build_model, list_models
 from reffakd.models.cae import ConvAutoencoder
 
-CLASSIFIERS = [name for name in list_models() if name != "cae"]
+# The ReffAKD notebooks' Tiny ImageNet heads exist at 64x64 only (tested on their own below).
+NOTEBOOK_HEADS = ("resnet18_tin", "resnet50_tin")
+CLASSIFIERS = [name for name in list_models() if name != "cae" and name not in NOTEBOOK_HEADS]
 
 EXPECTED = {
     "cae",
     "lenet5",
     "resnet18",
     "resnet50",
+    "resnet18_tin",
+    "resnet50_tin",
     "resnet8",
     "resnet14",
     "resnet20",
@@ -60,7 +64,9 @@ def test_forward_gives_logits(name: str, num_classes: int, in_channels: int) -> 
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["resnet18", "lenet5", "resnet8x4", "vgg8", "wrn_16_2"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "lenet5", "resnet8x4", "vgg8", "wrn_16_2", "resnet18_tin"]
+)
 def test_forward_at_64x64(name: str) -> None:
     model = build_model(name, num_classes=200, in_channels=3, image_size=64).eval()
     with torch.no_grad():
@@ -101,6 +107,44 @@ def test_a_training_step_lowers_the_loss() -> None:
 )
 def test_parameter_counts_at_100_classes(name: str, count: int) -> None:
     assert n_params(build_model(name, num_classes=100, in_channels=3)) == count
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [
+        # global average pooling: Linear(512 e, 200)
+        ("resnet18", 11_271_432),
+        ("resnet50", 23_910_152),
+        # the notebooks' head: avg_pool2d(out, 4) on the 8x8 map, 2x2 cells, Linear(4 512 e, 200)
+        ("resnet18_tin", 11_578_632),
+        ("resnet50_tin", 25_138_952),
+    ],
+)
+def test_parameter_counts_tiny_imagenet(name: str, count: int) -> None:
+    model = build_model(name, num_classes=200, in_channels=3, image_size=64)
+    assert n_params(model) == count
+
+
+@pytest.mark.parametrize(("name", "expansion"), [("resnet18_tin", 1), ("resnet50_tin", 4)])
+def test_notebook_head_classifier_sees_2x2_cells(name: str, expansion: int) -> None:
+    model = build_model(name, num_classes=200, in_channels=3, image_size=64)
+    assert model.fc.in_features == 4 * 512 * expansion
+    plain = build_model(name.removesuffix("_tin"), num_classes=200, in_channels=3, image_size=64)
+    assert n_params(model) - n_params(plain) == 3 * 512 * expansion * 200
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_HEADS)
+@pytest.mark.parametrize("image_size", [32, 96])
+def test_notebook_head_refuses_other_sizes(name: str, image_size: int) -> None:
+    with pytest.raises(UserError, match="needs 64x64 inputs") as info:
+        build_model(name, num_classes=200, in_channels=3, image_size=image_size)
+    assert "\n" not in str(info.value)
+
+
+def test_notebook_head_refuses_other_input_sizes() -> None:
+    model = build_model("resnet18_tin", num_classes=200, in_channels=3, image_size=64).eval()
+    with pytest.raises(ValueError, match="built for 64x64 inputs, got 32x32"):
+        model(torch.randn(1, 3, 32, 32))
 
 
 # --- autoencoder ---------------------------------------------------------------------------

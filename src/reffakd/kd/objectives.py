@@ -1,4 +1,4 @@
-"""Training objectives: a logit loss from :mod:`reffakd.losses` plus its weights.
+"""Training objectives: a logit loss from :mod:`reffakd.kd.losses` plus its weights.
 
 An objective maps ``(student_logits, labels, teacher_signal, epoch)`` to named loss terms. It is
 the "loss" half of a method (source × loss). Options are validated by the constructors.

@@ -2,7 +2,7 @@
 and trained networks (vanilla KD's teacher, Tf-KD's self-teacher).
 
 Class-level sources hold a fixed distribution per class and return its log-probabilities, so
-every logit-based loss accepts them (docs/methods.md §3). Network sources run a frozen network
+every logit-based loss accepts them (docs/methods.md §1.4). Network sources run a frozen network
 on the same augmented batch as the student.
 """
 
@@ -73,7 +73,7 @@ class NetworkSource(TeacherSource):
     not), or, with ``cache``, on each training sample once.
 
     The cache is keyed by sample index (``indices``: positions in the train split), never by
-    batch position, so shuffling cannot mix rows up (docs/methods.md §5). It is only correct
+    batch position, so shuffling cannot mix rows up (docs/methods.md §3.9). It is only correct
     when a sample always gives the same input, i.e. without augmentation; the factories enforce
     that.
     """
