@@ -33,6 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from reffakd.data.dataset import ImageSplit, RawDataset
+from reffakd.data.image_modes import to_uint8
 from reffakd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,7 @@ IDX_STEMS = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SPLIT_FOLDERS = ("train", "test")
-CACHE_VERSION = 1
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+CACHE_VERSION = 2  # bump whenever decoding changes what a cached source holds
 
 
 def _one_line(text: object) -> str:
@@ -470,8 +470,7 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
     """Decode one image to (H, W) uint8 for grayscale sources, (H, W, 3) otherwise."""
     try:
         with _open_image(data, where) as img:
-            mode = "L" if img.mode in _GRAY_MODES else "RGB"
-            return np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
+            return to_uint8(img, where)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(
             _one_line(
