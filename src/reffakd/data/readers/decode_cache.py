@@ -25,7 +25,7 @@ from reffakd.data.readers.common import PathLike
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump whenever decoding changes what a cached source holds
 
 
 @dataclass

@@ -20,12 +20,12 @@ from reffakd.data.dataset import ImageSplit, RawDataset
 from reffakd.data.readers.archive import DirTree, Tree, is_image, open_tree
 from reffakd.data.readers.common import FIX_HINT, PathLike, one_line
 from reffakd.data.readers.decode_cache import Decoded, cached
+from reffakd.data.readers.image_modes import to_uint8
 from reffakd.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLIT_FOLDERS = ("train", "test")
-_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 _FORMAT_HINTS = {
     ".jpg": "JPEG",
@@ -57,8 +57,7 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
     """Decode one image to (H, W) uint8 for grayscale sources, (H, W, 3) otherwise."""
     try:
         with _open_image(data, where) as img:
-            mode = "L" if img.mode in _GRAY_MODES else "RGB"
-            return np.asarray(img if img.mode == mode else img.convert(mode), dtype=np.uint8)
+            return to_uint8(img, where)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(
             one_line(
