@@ -17,10 +17,10 @@ import torch
 import yaml
 from PIL import Image
 
-from reffakd.aesl import SoftLabels
+from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import TrainConfig, dump_yaml
 from reffakd.errors import UserError
-from reffakd.report import report_kind, write_report
+from reffakd.experiments.report import report_kind, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,11 @@ from reffakd.files import pyplot, save_figure
 
 def save_heatmap(labels: SoftLabels, path: Path, title: str = "AESL soft labels") -> None:
     """Write a labelled heatmap of the soft-label table as PNG."""
+    save_figure(heatmap_figure(labels, title), path, dpi=110)
+
+
+def heatmap_figure(labels: SoftLabels, title: str = "AESL soft labels") -> Any:
+    """A labelled heatmap of the soft-label table (a matplotlib figure)."""
     plt = pyplot()
     table = labels.table.numpy()
     names = labels.meta.get("class_names") or [str(i) for i in range(len(table))]
@@ -36,7 +41,7 @@ def save_heatmap(labels: SoftLabels, path: Path, title: str = "AESL soft labels"
     ax.set_ylabel("true class")
     ax.set_title(title)
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    return fig
 
 
 def _cells(table: Any) -> Any:

@@ -310,13 +310,14 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
             f"{format_mean_std(row['val_best'])} | {format_mean_std(row['val_last'])} | "
             f"{format_mean_std(row['test_best'])} | {format_mean_std(row['test_last'])} | "
             f"{row['signal_flops'] / 1e9:,.1f} | {row['signal_seconds']:,.1f} | "
-            f"{row['signal_peak_mb']:,.0f} | {_ratio(row['signal_flops_vs_kd'])} | "
-            f"{_ratio(row['signal_seconds_vs_kd'])} | {_ratio(row['signal_peak_mb_vs_kd'])} |"
+            f"{row['signal_peak_mb']:,.0f} | {format_ratio(row['signal_flops_vs_kd'])} | "
+            f"{format_ratio(row['signal_seconds_vs_kd'])} | "
+            f"{format_ratio(row['signal_peak_mb_vs_kd'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _ratio(value: float | None) -> str:
+def format_ratio(value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value:.3g}×" if value else "0"

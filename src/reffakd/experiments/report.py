@@ -25,17 +25,18 @@ import platform
 import re
 import shlex
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reffakd.aesl import SoftLabels, save_heatmap
+from reffakd.aesl.heatmap import heatmap_figure
+from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import load_yaml
-from reffakd.cost import human
 from reffakd.errors import UserError
-from reffakd.utils import atomic_write_text
+from reffakd.experiments.bench import format_mean_std, format_ratio
+from reffakd.experiments.cost import human
+from reffakd.files import atomic_write_text, figure_png, pyplot
 
 REPORT_NAME = "report.html"
 COMMAND_FILE = "command.txt"
@@ -170,21 +171,6 @@ def _mb(value: Any) -> str:
     return "–" if value is None else f"{float(value):,.1f} MB"
 
 
-def _mean_std(values: Sequence[float], digits: int = 2) -> str:
-    """``mean ± sample std`` over seeds as in ``results.md``; the mean alone for one seed."""
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3g}×" if value else "0"
-
-
 def _compact(value: Any) -> str:
     """A short one-line text for a config-like value."""
     if isinstance(value, dict):
@@ -249,13 +235,12 @@ def _png_figure(data: bytes, caption: str, css: str = "") -> str:
 def _svg(fig: Any, name: str) -> str:
     """A matplotlib figure as inline SVG; its ids are prefixed with ``name`` to stay unique."""
     import matplotlib
-    import matplotlib.pyplot as plt
 
     buffer = io.StringIO()
     # Text stays text (small, selectable); a fixed salt makes the ids, hence the page, repeatable.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": name}):
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
+    pyplot().close(fig)
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
     prefix = re.sub(r"[^A-Za-z0-9_-]", "-", name)
@@ -263,15 +248,6 @@ def _svg(fig: Any, name: str) -> str:
     text = re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
     text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
     return text.replace("<svg ", f'<svg role="img" aria-label="{_esc(name)}" ', 1)
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 CSS = """
@@ -335,7 +311,7 @@ def _curves_svg(records: list[dict[str, Any]], name: str) -> str | None:
     panels = [(k, label) for k, label in ((accuracy, "top-1 %"), (losses, "loss")) if k]
     if not panels:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.5), squeeze=False)
     epochs = _epochs(records)
     for ax, (panel_keys, label) in zip(axes[0], panels, strict=True):
@@ -370,7 +346,7 @@ def _accuracy_vs_cost_svg(rows: list[dict[str, Any]], name: str) -> str | None:
     rows = [r for r in rows if r.get("seeds")]
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     positive = [r["signal_flops"] for r in rows if r["signal_flops"] > 0]
     floor = min(positive) / 10 if positive else 1.0
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
@@ -422,7 +398,7 @@ def _method_curves_svg(curves: dict[str, list[list[dict[str, Any]]]], name: str)
     """Validation top-1 against epoch, one line per method: the mean over its seeds."""
     if not curves:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     colors = plt.get_cmap("tab20").colors
     for i, (method, runs) in enumerate(curves.items()):
@@ -444,10 +420,7 @@ def _method_curves_svg(curves: dict[str, list[list[dict[str, Any]]]], name: str)
 
 
 def _heatmap_png(labels: SoftLabels, title: str) -> bytes:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "heatmap.png"
-        save_heatmap(labels, path, title)
-        return path.read_bytes()
+    return figure_png(heatmap_figure(labels, title), dpi=110)
 
 
 # ---------------------------------------------------------------------------- shared sections
@@ -831,16 +804,16 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             row["dataset"],
             row["method"],
             str(len(row["seeds"])),
-            _mean_std(row["val_best"]),
-            _mean_std(row["val_last"]),
-            _mean_std(row["test_best"]),
-            _mean_std(row["test_last"]),
+            format_mean_std(row["val_best"]),
+            format_mean_std(row["val_last"]),
+            format_mean_std(row["test_best"]),
+            format_mean_std(row["test_last"]),
             f"{row['signal_flops'] / 1e9:,.1f}",
             f"{row['signal_seconds']:,.1f}",
             f"{row['signal_peak_mb']:,.0f}",
-            _ratio(row.get("signal_flops_vs_kd")),
-            _ratio(row.get("signal_seconds_vs_kd")),
-            _ratio(row.get("signal_peak_mb_vs_kd")),
+            format_ratio(row.get("signal_flops_vs_kd")),
+            format_ratio(row.get("signal_seconds_vs_kd")),
+            format_ratio(row.get("signal_peak_mb_vs_kd")),
         ]
         for row in rows
     ]
