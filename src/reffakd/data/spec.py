@@ -56,7 +56,9 @@ class DatasetSpec:
     explicit_only: bool = False
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", autoload=("reffakd.data.catalog",))
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", autoload=("reffakd.data.catalog",), entry_points="reffakd.datasets"
+)
 
 
 def get_spec(name: str) -> DatasetSpec:

@@ -118,7 +118,9 @@ def option_names(factory: Callable[..., Any], skip: int = 0) -> list[str]:
 SourceFactory = Callable[..., TeacherSource]
 # The aesl and lwkd sources register themselves from their packages (docs/methods.md).
 SOURCES: Registry[SourceFactory] = Registry(
-    "teacher-signal source", autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd")
+    "teacher-signal source",
+    autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd"),
+    entry_points="reffakd.sources",
 )
 
 
