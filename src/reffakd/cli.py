@@ -1,12 +1,16 @@
-"""Command-line interface: ``reffakd {soft-labels,train,demo,list}``.
+# PYTHON_ARGCOMPLETE_OK
+"""Command-line interface: ``reffakd {soft-labels,train,demo,bench,tune,cost,list,report,show}``.
 
-Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code 2.
+Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code 2. Shell
+completion comes from argcomplete when it is installed (``pip install 'reffakd[completion]'``,
+then ``eval "$(register-python-argcomplete reffakd)"``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -23,19 +27,27 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.data.user import USER_DATA
 from reffakd.distill.train import train_student
-from reffakd.errors import NonFiniteLossError, UserError
+from reffakd.errors import NonFiniteLossError, UserError, first_line
 from reffakd.experiments.bench import load_suite, run_suite
 from reffakd.experiments.cost import dataset_input, format_model_cost, model_cost, train_split_size
 from reffakd.experiments.demo import run_demo
 from reffakd.experiments.listing import LISTINGS
+from reffakd.experiments.report import write_report
+from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
+from reffakd.models import is_user_module_name
 from reffakd.training.runs import load_run_config
 from reffakd.training.summary import summary_line
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="dataset name (see `reffakd list datasets`)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset name (see `reffakd list datasets`); NAME:PATH also sets --data-dir, "
+        "e.g. imagefolder:photos/",
+    )
     parser.add_argument(
         "--data-dir",
         help="folder holding the dataset (else REFFAKD_DATA, cache, "
@@ -59,6 +71,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _tensorboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write per-epoch scalars to RUN/tensorboard (needs the tensorboard package)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reffakd", description="Teacher-free knowledge distillation (ReffAKD, LW-KD, KD)."
@@ -72,10 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     soft.add_argument("-k", "--samples-per-class", type=int)
     soft.add_argument("--boost", type=float, help="diagonal boost (default: per dataset)")
     soft.add_argument("--temperature", type=float, help="softmax temperature on S (default 1)")
+    _tensorboard(soft)
 
     train = sub.add_parser("train", help="train a student with a method")
     _common(train)
-    train.add_argument("--student", help="model name (see `reffakd list models`)")
+    train.add_argument(
+        "--student",
+        help="model name (see `reffakd list models`), timm:NAME, torchvision:NAME, or an import "
+        "path package.module:factory to your own model",
+    )
     train.add_argument("--method", help="preset (see `reffakd list methods`)")
     train.add_argument("--source", help="teacher-signal source, overriding the preset's")
     train.add_argument("--loss", help="loss, overriding the preset's")
@@ -97,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="run directory (default runs/<dataset>-<method>-<student>-s<seed>)"
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    _tensorboard(train)
 
     demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
     demo.add_argument("--data-dir")
@@ -148,7 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument(
         "what", choices=["datasets", "models", "methods", "sources", "losses", "suites"]
     )
+
+    report = sub.add_parser("report", help="write DIR/report.html for a run or bench directory")
+    report.add_argument("directory", help="run, soft-label run or bench directory")
+
+    shower = sub.add_parser("show", help="a run or bench directory on one screen")
+    shower.add_argument("directory", help="run, soft-label run or bench directory")
     return parser
+
+
+def _enable_completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete, when it is installed (an optional extra)."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def _flag_values(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
@@ -178,13 +219,30 @@ COMMON_FLAGS = {
 }
 
 
+def _split_dataset_path(args: argparse.Namespace) -> None:
+    """``--dataset NAME:PATH`` -> ``--dataset NAME --data-dir PATH``."""
+    name, colon, path = (getattr(args, "dataset", None) or "").partition(":")
+    if not colon:
+        return
+    if not name or not path:
+        raise UserError(f"--dataset {args.dataset!r}: use NAME, or NAME:PATH as in imagefolder:DIR")
+    if getattr(args, "data_dir", None):
+        raise UserError(
+            f"--dataset {args.dataset} already names the folder; drop --data-dir {args.data_dir}."
+        )
+    args.dataset, args.data_dir = name, path
+
+
 def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -> Any:
+    _split_dataset_path(args)
     values = to_dict(cls())
     if args.config:
         values = merge(values, load_yaml(args.config))
     values = merge(values, _flag_values(args, {**COMMON_FLAGS, **extra_flags}))
     if args.no_progress:
         values["progress"] = False
+    if getattr(args, "tensorboard", False):
+        values["tensorboard"] = True
     values = apply_overrides(values, args.overrides)
     return from_dict(cls, values)
 
@@ -194,6 +252,7 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
     if args.resume and existing.exists():
         config = from_dict(SoftLabelConfig, load_yaml(existing))
         config.progress = config.progress and not args.no_progress
+        config.tensorboard = config.tensorboard or args.tensorboard
     else:
         config = _resolve(
             SoftLabelConfig,
@@ -205,7 +264,9 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
             },
         )
     started = time.perf_counter()
-    labels = make_soft_labels(config, Path(args.out), resume=args.resume)
+    labels = make_soft_labels(
+        config, Path(args.out), resume=args.resume, command=args.command_line
+    )
     meta = labels.meta
     print(
         f"soft labels: {Path(args.out) / 'soft_labels.pt'} ({labels.num_classes}x"
@@ -213,6 +274,7 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
         f"{meta['entropy_bits']:.4f} bits, AE val MSE {meta.get('reconstruction_mse_val')})"
     )
     print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
+    _write_report_after(Path(args.out))
     return 0
 
 
@@ -234,22 +296,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         out = Path(args.resume)
         config = load_run_config(out)
+        _refuse_api_run(out, config)
         if args.no_progress:
             config.progress = False
+        config.tensorboard = config.tensorboard or args.tensorboard
         resume = True
     else:
         config = _resolve(TrainConfig, args, TRAIN_FLAGS)
         default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
         out = Path(args.out or default)
         resume = False
-    summary = train_student(config, out, resume=resume)
+    summary = train_student(config, out, resume=resume, command=args.command_line)
     print(summary_line(summary))
     print(f"run directory: {out}")
+    _write_report_after(out)
     return 0
 
 
+def _refuse_api_run(out: Path, config: TrainConfig) -> None:
+    """A run of a module or data passed in Python cannot be rebuilt from the command line."""
+    passed = [
+        what
+        for what, was_passed in (
+            (f"the module {config.student}", is_user_module_name(config.student)),
+            ("its data", config.data.name == USER_DATA),
+        )
+        if was_passed
+    ]
+    if passed:
+        raise UserError(
+            f"{out} was trained on {' and '.join(passed)} passed to train_student in Python, "
+            "which the command line cannot rebuild; resume it in Python: train_student(config, "
+            "out, resume=True, student=..., data=...)."
+        )
+
+
+def _write_report_after(directory: Path) -> None:
+    """Write the report of a finished run; a failure is a warning, the run stays finished."""
+    try:
+        path = write_report(directory)
+    except Exception as exc:  # the run's results are safe on disk whatever went wrong here
+        print(
+            f"reffakd: warning: report not written ({type(exc).__name__}: {first_line(exc)}); "
+            f"retry with `reffakd report {directory}`.",
+            file=sys.stderr,
+        )
+        return
+    print(f"report: {path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args)
+    args.out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    code = run_demo(args)
+    _write_report_after(Path(args.out))
+    return code
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -268,14 +368,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.seeds:
         suite.seeds = list(args.seeds)
     out = Path(args.out or f"runs/bench/{suite.name}")
-    run_suite(suite, out, data_dir=args.data_dir)
+    run_suite(suite, out, data_dir=args.data_dir, command=args.command_line)
     print((out / "results.md").read_text())
     print(f"bench directory: {out}")
+    _write_report_after(out)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     print(LISTINGS[args.what]())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"report: {write_report(Path(args.directory))}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print(show(Path(args.directory)))
     return 0
 
 
@@ -306,11 +417,17 @@ COMMANDS = {
     "tune": cmd_tune,
     "list": cmd_list,
     "cost": cmd_cost,
+    "report": cmd_report,
+    "show": cmd_show,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    _enable_completion(parser)
+    args = parser.parse_args(argv)
+    args.command_line = shlex.join(["reffakd", *argv])
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -100,6 +100,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False  # per-epoch scalars in RUN/tensorboard (needs tensorboard)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class SoftLabelConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
@@ -130,6 +132,7 @@ def ae_config_for(config: TrainConfig) -> SoftLabelConfig:
         seed=config.seed,
         device=config.device,
         progress=config.progress,
+        tensorboard=config.tensorboard,
     )
 
 

@@ -33,7 +33,8 @@ from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, check_or_write_config, open_run
+from reffakd.training.rundir import RunDir, check_or_write_config, open_run, record_command
+from reffakd.training.sinks import epoch_sinks, require_tensorboard
 from reffakd.training.summary import write_summary
 from reffakd.training.task import Task
 
@@ -77,22 +78,31 @@ def make_soft_labels(
     *,
     resume: bool = False,
     data: PreparedData | None = None,
+    command: str | None = None,
 ) -> SoftLabels:
-    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``."""
+    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``.
+
+    ``command``: the command line, kept in ``command.txt`` and the summary."""
     out = Path(out)
     if resume and (out / "soft_labels.pt").exists() and (out / "summary.json").exists():
         return SoftLabels.load(out / "soft_labels.pt")
+    if config.tensorboard:
+        require_tensorboard()
     data = data or prepare_data(config.data)
     device = resolve_device(config.device)
     run_dir = open_run(out, resume and RunDir(out).holds_run(), "soft-label")
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device)
+        return _make_soft_labels_locked(config, run_dir, data, device, command)
     finally:
         run_dir.unlock()
 
 
 def _make_soft_labels_locked(
-    config: SoftLabelConfig, run_dir: RunDir, data: PreparedData, device: torch.device
+    config: SoftLabelConfig,
+    run_dir: RunDir,
+    data: PreparedData,
+    device: torch.device,
+    command: str | None = None,
 ) -> SoftLabels:
     seed_everything(config.seed)
     in_channels = data.splits.in_channels
@@ -105,6 +115,7 @@ def _make_soft_labels_locked(
         augment_policy(data.spec, config.augment),
     )
     check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
+    record_command(run_dir.path, command)
     trainer = Trainer(
         Reconstruction(ae),
         data.splits,
@@ -115,6 +126,7 @@ def _make_soft_labels_locked(
         device=device,
         progress=config.progress,
         desc="autoencoder",
+        sinks=epoch_sinks(run_dir.path, config.tensorboard),
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
@@ -156,6 +168,8 @@ def _make_soft_labels_locked(
     save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {data.spec.name}")
     plot_curves(result.history, run_dir.path / "curves.png", ["train_mse", "val_mse", "test_mse"])
     summary = {**result.summary, "soft_labels": labels.meta, "cost": cost_summary(phases, [])}
+    if command:
+        summary["command"] = command
     write_summary(run_dir, summary)
     return labels
 

@@ -176,13 +176,13 @@ def as_uint8_images(inputs: Tensor) -> Tensor:
         raise UserError(f"images must be uint8, integer or float, got {inputs.dtype}.")
     low, high = (float(inputs.min()), float(inputs.max())) if inputs.numel() else (0.0, 0.0)
     if inputs.is_floating_point():
-        if not (0.0 <= low and high <= 1.0):
+        if not (low >= 0.0 and high <= 1.0):
             raise UserError(
                 f"float images must lie in [0, 1], found values in [{low:.3g}, {high:.3g}]; "
                 "pass them before normalisation (without transforms.Normalize) or as uint8."
             )
         return (inputs.to(torch.float64) * 255.0).round_().to(torch.uint8)
-    if not (0 <= low and high <= 255):
+    if not (low >= 0 and high <= 255):
         raise UserError(f"integer images must lie in [0, 255], found [{low:.0f}, {high:.0f}].")
     return inputs.to(torch.uint8)
 
@@ -222,8 +222,9 @@ def user_splits(
     """Train / validation / test from the user's data.
 
     ``data`` is :class:`DataSplits`, one dataset (train only), or a mapping with ``train`` and
-    optionally ``val`` (or ``validation``), ``test`` and ``class_names``. Without ``val``, a stratified
-    ``val_fraction`` of train is held out (seeded by ``split_seed``), as for named datasets;
+    optionally ``val`` (or ``validation``), ``test`` and ``class_names``. Without ``val``, a
+    stratified ``val_fraction`` of train is held out (seeded by ``split_seed``), as for named
+    datasets;
     without ``test``, no test accuracy is reported. Class names come from ``class_names``, the
     train dataset, or the largest label.
     """

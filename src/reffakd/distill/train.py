@@ -8,6 +8,7 @@ continues with ``resume=True``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -15,38 +16,101 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from reffakd import __version__
-from reffakd.config import TrainConfig, dump_yaml
+from reffakd.config import TrainConfig, dump_yaml, load_yaml
 from reffakd.data.augment import BatchTransform
+from reffakd.data.prepare import PreparedData
+from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, build_run
+from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
+from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, open_run
+from reffakd.training.rundir import RunDir, open_run, record_command
+from reffakd.training.sinks import epoch_sinks
 from reffakd.training.summary import write_summary
 
 
-def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``config.student`` with ``config.method``; returns the run summary."""
+def train_student(
+    config: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    student: nn.Module | None = None,
+    data: Any = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train ``config.student`` with ``config.method`` on ``config.data``; returns the summary.
+
+    ``student``: your own ``nn.Module`` instead of a named model; it trains in place and the run
+    records it as ``<user module ClassName>``. ``data``: your own data instead of a named
+    dataset (:func:`reffakd.data.user.user_splits`: ``DataSplits``, a dataset, tensors, or a
+    mapping of ``train``/``val``/``test``), recorded as ``user data``; without ``val`` a
+    ``config.data.val_fraction`` of train is held out. Neither can be rebuilt from the run's
+    files, so such a run resumes only through this function, given the same module and data
+    again. ``command``: the command line, kept in ``command.txt`` and the summary.
+    """
     out = Path(out)
+    config = _recorded(config, student, data)
     run_dir = RunDir(out)
     if resume and run_dir.is_complete():
         return json.loads(run_dir.summary.read_text())
+    if resume:
+        _check_same_student(run_dir, config)
+    prepared = _user_data(config, data) if data is not None else None
     run_dir = open_run(out, resume, "training")
     try:
-        return _train_locked(build_run(config, out), run_dir, resume)
+        return _train_locked(build_run(config, out, prepared, student), run_dir, resume, command)
     finally:
         run_dir.unlock()
 
 
-def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, Any]:
+def _recorded(config: TrainConfig, student: nn.Module | None, data: Any) -> TrainConfig:
+    """A copy of ``config`` naming the module and data passed as objects."""
+    if student is not None:
+        if not isinstance(student, nn.Module):
+            raise UserError(f"student must be a torch nn.Module, got {type(student).__name__}.")
+        config = dataclasses.replace(config, student=user_module_name(student))
+    if data is not None and not isinstance(data, PreparedData):
+        data_config = dataclasses.replace(config.data, name=USER_DATA, data_dir=None)
+        config = dataclasses.replace(config, data=data_config)
+    return config
+
+
+def _user_data(config: TrainConfig, data: Any) -> PreparedData:
+    if isinstance(data, PreparedData):
+        return data
+    splits = user_splits(
+        data, val_fraction=config.data.val_fraction, split_seed=config.data.split_seed
+    )
+    return prepare_user_data(splits, config.data.image_size)
+
+
+def _check_same_student(run_dir: RunDir, config: TrainConfig) -> None:
+    """A run of a user module resumes only with a module of the same class."""
+    if not run_dir.config.exists():
+        return
+    recorded = load_yaml(run_dir.config).get("student")
+    if recorded != config.student and is_user_module_name(str(recorded)):
+        raise UserError(
+            f"{run_dir.path} trained a {recorded}, not a {config.student}; resume it with a "
+            "module of the same class."
+        )
+
+
+def _train_locked(
+    run: StudentRun, run_dir: RunDir, resume: bool, command: str | None
+) -> dict[str, Any]:
     config, data = run.config, run.data
     atomic_write_text(run_dir.config, dump_yaml(config))
+    record_command(run_dir.path, command)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -67,6 +131,7 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
         device=run.device,
         progress=config.progress,
         desc=f"{config.method} {config.student}",
+        sinks=epoch_sinks(run_dir.path, config.tensorboard),
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
@@ -94,6 +159,8 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
     }
     if record.key is not None:
         summary[record.key] = record.info
+    if command:
+        summary["command"] = command
     write_summary(run_dir, summary)
     return summary
 

@@ -1,6 +1,7 @@
 """A run directory holds everything of one run, and a lock so two processes never share it.
 
-Layout: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
+Layout: ``config.yaml`` (resolved), ``command.txt`` (the command lines that started and resumed
+it), ``metrics.jsonl`` (one line per epoch) and ``metrics.csv`` (the same, as a table),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt``, ``summary.json``, plots, and the
 artefacts of the method (e.g. ``soft_labels.pt``, or an ``ae/`` sub-run).
 
@@ -23,6 +24,7 @@ from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
 
 LOCK_NAME = ".lock"
+COMMAND_FILE = "command.txt"
 
 
 class RunDir:
@@ -35,6 +37,8 @@ class RunDir:
 
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+    commands = property(lambda self: self.path / COMMAND_FILE)
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
@@ -142,6 +146,15 @@ def check_or_write_config(run_dir: RunDir, cls: type, config: Any, what: str) ->
 def _comparable(config: Any) -> dict[str, Any]:
     """A config without the keys that may change between an interrupted run and its resume."""
     values = to_dict(config)
-    for key in ("progress", "device"):
+    for key in ("progress", "device", "tensorboard"):
         values.pop(key, None)
     return values
+
+
+def record_command(folder: Path, command: str | None) -> None:
+    """Append the command line that (re)started the run to ``folder/command.txt``."""
+    if not command:
+        return
+    path = Path(folder) / COMMAND_FILE
+    earlier = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write_text(path, earlier + command.rstrip("\n") + "\n")
