@@ -115,7 +115,6 @@ def _make_soft_labels_locked(
         augment_policy(data.spec, config.augment),
     )
     check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
-    record_command(run_dir.path, command)
     trainer = Trainer(
         Reconstruction(ae),
         data.splits,
@@ -130,6 +129,7 @@ def _make_soft_labels_locked(
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
+    record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("autoencoder_training", device) as train_meter:
         result = trainer.fit()
     best = load_checkpoint(run_dir.best_checkpoint)

@@ -63,7 +63,7 @@ def train_student(
     if resume and run_dir.is_complete():
         return json.loads(run_dir.summary.read_text())
     if resume:
-        _check_same_student(run_dir, config)
+        _check_resumable(run_dir, config, data is not None)
     prepared = _user_data(config, data) if data is not None else None
     run_dir = open_run(out, resume, "training")
     try:
@@ -93,16 +93,28 @@ def _user_data(config: TrainConfig, data: Any) -> PreparedData:
     return prepare_user_data(splits, config.data.image_size)
 
 
-def _check_same_student(run_dir: RunDir, config: TrainConfig) -> None:
-    """A run of a user module resumes only with a module of the same class."""
+def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> None:
+    """A run of a user module or user data resumes only when given them again."""
     if not run_dir.config.exists():
         return
-    recorded = load_yaml(run_dir.config).get("student")
-    if recorded != config.student and is_user_module_name(str(recorded)):
+    values = load_yaml(run_dir.config)
+    if (values.get("data") or {}).get("name") == USER_DATA and not data_given:
+        raise UserError(
+            f"{run_dir.path} trained on data passed to train_student, which cannot be read "
+            "again from its config: pass the same data again (train_student(..., data=...))."
+        )
+    recorded = str(values.get("student"))
+    if recorded == config.student or not is_user_module_name(recorded):
+        return
+    if is_user_module_name(config.student):
         raise UserError(
             f"{run_dir.path} trained a {recorded}, not a {config.student}; resume it with a "
             "module of the same class."
         )
+    raise UserError(
+        f"{run_dir.path} trained a {recorded} passed to train_student, which cannot be rebuilt "
+        "from its name: pass a module of that class again (train_student(..., student=module))."
+    )
 
 
 def _train_locked(
@@ -110,7 +122,6 @@ def _train_locked(
 ) -> dict[str, Any]:
     config, data = run.config, run.data
     atomic_write_text(run_dir.config, dump_yaml(config))
-    record_command(run_dir.path, command)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -135,6 +146,7 @@ def _train_locked(
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
+    record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("student_training", run.device) as meter:
         result = trainer.fit()
     student_phase = _student_phase(run, meter.result, result.summary)
