@@ -62,8 +62,8 @@ def test_a_user_module_trains_on_user_data(tmp_path) -> None:
     assert recorded["student"] == "<user module TinyNet>"
     assert recorded["data"]["name"] == "user data"
     # metrics.csv holds the same columns and values as metrics.jsonl
-    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n")
-               if x]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
     header, *rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert header.split(",") == list(records[0])
     assert [float(v) for v in rows[1].split(",")] == pytest.approx(list(records[1].values()))
@@ -95,7 +95,9 @@ def test_resuming_a_user_module_run(tmp_path, capsys) -> None:
     with pytest.raises(UserError, match="pass the same data again"):
         train_student(config(epochs=2), out, resume=True, student=TinyNet())
     with pytest.raises(UserError, match="trained a <user module TinyNet>, not a <user module"):
-        train_student(config(epochs=2), out, resume=True, student=nn.Flatten(), data=(images, labels))
+        train_student(
+            config(epochs=2), out, resume=True, student=nn.Flatten(), data=(images, labels)
+        )
     summary = train_student(
         config(epochs=2), out, resume=True, student=TinyNet(), data=(images, labels)
     )

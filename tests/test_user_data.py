@@ -36,15 +36,16 @@ def images_and_labels(n: int = 40, side: int = 12, classes: int = 4, seed: int =
 def test_every_form_gives_the_same_tensors() -> None:
     images, labels = images_and_labels()
     floats = images.float() / 255
+    pairs = list(zip(images, labels, strict=True))
     forms = {
         "tensors": (images, labels),
         "numpy": (images.numpy(), labels.numpy()),
         "tensor dataset": TensorDataset(images, labels),
-        "list of samples": [(x, int(y)) for x, y in zip(images, labels, strict=True)],
+        "list of samples": [(x, int(y)) for x, y in pairs],
         "batches": DataLoader(TensorDataset(images, labels), batch_size=16),
         "generator": ((images[i : i + 7], labels[i : i + 7]) for i in range(0, 40, 7)),
-        "mapping rows": [{"image": x, "label": y} for x, y in zip(images, labels, strict=True)],
-        "PIL rows": [(Image.fromarray(x[0].numpy()), int(y)) for x, y in zip(images, labels)],
+        "mapping rows": [{"image": x, "label": y} for x, y in pairs],
+        "PIL rows": [(Image.fromarray(x[0].numpy()), int(y)) for x, y in pairs],
     }
     for name, data in forms.items():
         inputs, got = gather(data)
