@@ -40,6 +40,7 @@ def test_every_form_gives_the_same_tensors() -> None:
     forms = {
         "tensors": (images, labels),
         "numpy": (images.numpy(), labels.numpy()),
+        "list of labels": (images, labels.tolist()),
         "tensor dataset": TensorDataset(images, labels),
         "list of samples": [(x, int(y)) for x, y in pairs],
         "batches": DataLoader(TensorDataset(images, labels), batch_size=16),

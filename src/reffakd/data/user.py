@@ -61,7 +61,9 @@ def _tensor_pair(data: Any) -> tuple[Tensor, Tensor] | None:
     if not isinstance(data, tuple | list) or len(data) != 2:
         return None
     inputs, labels = data
-    if not all(isinstance(x, Tensor | np.ndarray) for x in (inputs, labels)):
+    if not isinstance(inputs, Tensor | np.ndarray) or not isinstance(
+        labels, Tensor | np.ndarray | list
+    ):
         return None
     inputs, labels = torch.as_tensor(inputs), torch.as_tensor(labels)
     if labels.dim() != 1 or inputs.dim() < 1 or len(inputs) != len(labels):
