@@ -8,6 +8,7 @@ Precedence: defaults < ``--config FILE`` < command-line flags < ``--set`` overri
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction must be in [0, 1).")
+        _check_seed(self.split_seed, "data.split_seed")
         _require(self.image_size is None or self.image_size >= 8, "data.image_size must be >= 8.")
 
 
@@ -101,6 +103,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        _check_seed(self.seed, "seed")
+
 
 @dataclass
 class SoftLabelConfig:
@@ -119,6 +124,7 @@ class SoftLabelConfig:
 
     def __post_init__(self) -> None:
         _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
+        _check_seed(self.seed, "seed")
         _require(self.temperature > 0, "the soft-label temperature must be > 0.")
 
 
@@ -194,11 +200,13 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise _type_error(key, "a number", value) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error(key, "a number", value)
+        if not math.isfinite(value):
+            raise _type_error(key, "a finite number", value)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -216,6 +224,13 @@ def _type_error(key: str, expected: str, value: Any) -> UserError:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+SEED_LIMIT = 2**63  # torch's generators take seeds below 2**64; keep to the signed range
+
+
+def _check_seed(seed: int, key: str) -> None:
+    _require(0 <= seed < SEED_LIMIT, f"{key} must be in [0, 2**63), got {seed}.")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -265,12 +280,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins."""
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. A section of ``base`` (a mapping) can only be
+    replaced by a mapping: ``optim: 5`` or an empty ``optim:`` is refused, naming the key."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        if isinstance(out.get(key), dict):
+            if not isinstance(value, dict):
+                raise UserError(
+                    f"config section '{prefix}{key}' must be a mapping of keys to values, "
+                    f"got {value!r}; fix it in the config file or --set."
+                )
+            out[key] = merge(out[key], value, f"{prefix}{key}.")
         else:
             out[key] = value
     return out

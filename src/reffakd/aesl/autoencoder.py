@@ -19,6 +19,7 @@ from reffakd.aesl.heatmap import save_heatmap
 from reffakd.aesl.similarity import (
     class_similarity,
     entropy_bits,
+    require_two_per_class,
     sample_per_class,
     soft_labels_from_similarity,
 )
@@ -33,9 +34,16 @@ from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, check_or_write_config, open_run
+from reffakd.training.rundir import (
+    RunDir,
+    check_or_write_config,
+    check_recorded_config,
+    open_run,
+)
 from reffakd.training.summary import write_summary
 from reffakd.training.task import Task
+
+KIND = "soft-label"
 
 
 def ae_input_size(image_size: int) -> int:
@@ -78,22 +86,30 @@ def make_soft_labels(
     resume: bool = False,
     data: PreparedData | None = None,
 ) -> SoftLabels:
-    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``."""
+    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``.
+
+    Everything is read and checked (data, class counts, the autoencoder) before the folder is
+    locked and ``config.yaml`` written, so a refused run leaves ``out`` as it found it.
+    """
     out = Path(out)
-    if resume and (out / "soft_labels.pt").exists() and (out / "summary.json").exists():
+    run_dir = RunDir(out)
+    finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
+    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
         return SoftLabels.load(out / "soft_labels.pt")
     data = data or prepare_data(config.data)
+    splits = data.splits
+    require_two_per_class(splits.train.labels, list(splits.class_names))
     device = resolve_device(config.device)
-    run_dir = open_run(out, resume and RunDir(out).holds_run(), "soft-label")
+    ae, transform = _autoencoder(config, data)
+    run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device)
+        return _make_soft_labels_locked(config, run_dir, data, device, ae, transform)
     finally:
         run_dir.unlock()
 
 
-def _make_soft_labels_locked(
-    config: SoftLabelConfig, run_dir: RunDir, data: PreparedData, device: torch.device
-) -> SoftLabels:
+def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> tuple[nn.Module, BatchTransform]:
+    """The seeded CAE for the data's channels at :func:`ae_input_size`, and its transform."""
     seed_everything(config.seed)
     in_channels = data.splits.in_channels
     size = ae_input_size(data.image_size)
@@ -104,7 +120,20 @@ def _make_soft_labels_locked(
         [1.0] * in_channels,
         augment_policy(data.spec, config.augment),
     )
-    check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
+    return ae, transform
+
+
+def _make_soft_labels_locked(
+    config: SoftLabelConfig,
+    run_dir: RunDir,
+    data: PreparedData,
+    device: torch.device,
+    ae: nn.Module,
+    transform: BatchTransform,
+) -> SoftLabels:
+    in_channels = data.splits.in_channels
+    size = transform.out_size
+    check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
     trainer = Trainer(
         Reconstruction(ae),
         data.splits,

@@ -1,14 +1,15 @@
 """``train_student``: a student trained with any method, in a self-contained run directory.
 
-The run is built and checked first (:func:`reffakd.distill.build.build_run`); only then is the
-folder locked and ``config.yaml`` written, the teacher signal set up (which may train an
-autoencoder or a light teacher inside the run) and the student trained. An interrupted run
-continues with ``resume=True``.
+The folder is locked and the run built and checked (:func:`reffakd.distill.build.build_run`);
+only then is ``config.yaml`` written, the teacher signal set up (which may train an autoencoder
+or a light teacher inside the run) and the student trained. A refused run leaves the folder as
+it found it. An interrupted run continues with ``resume=True``, and a run continued with more
+``optim.epochs`` is bit-identical to one asked for that many epochs from the start (on CPU, the
+schedule's milestones being the same).
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -19,24 +20,36 @@ import torch
 from reffakd import __version__
 from reffakd.config import TrainConfig, dump_yaml
 from reffakd.data.augment import BatchTransform
-from reffakd.distill.build import StudentRun, build_run
+from reffakd.distill.build import StudentRun, absolute_paths, build_run
+from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
 from reffakd.runtime import seed_everything
+from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, open_run
+from reffakd.training.rundir import RunDir, config_changes, describe_changes, open_run
+from reffakd.training.runs import load_run_config, read_summary
 from reffakd.training.summary import write_summary
+
+EPOCHS = "optim.epochs"
 
 
 def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``config.student`` with ``config.method``; returns the run summary."""
+    """Train ``config.student`` with ``config.method``; returns the run summary.
+
+    With ``resume`` the run in ``out`` continues with the config it was made with; ``config``
+    may differ from it only in ``optim.epochs`` (to extend or shorten the run, never below the
+    epochs already trained) and in :data:`~reffakd.training.rundir.FREE_ON_RESUME`.
+    """
     out = Path(out)
-    run_dir = RunDir(out)
-    if resume and run_dir.is_complete():
-        return json.loads(run_dir.summary.read_text())
+    absolute_paths(config.source)
+    if resume:
+        summary = check_resume(config, out)
+        if summary is not None:
+            return summary
     run_dir = open_run(out, resume, "training")
     try:
         return _train_locked(build_run(config, out), run_dir, resume)
@@ -44,8 +57,41 @@ def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> di
         run_dir.unlock()
 
 
+def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
+    """Refuse to resume ``out`` with another config; the summary when it is already done."""
+    recorded = load_run_config(out)
+    changes = config_changes(recorded, config)
+    changes.pop(EPOCHS, None)
+    if changes:
+        raise UserError(
+            f"{out} holds a training run made with other options ({describe_changes(changes)});"
+            " resume it with its own options, or start a new run with another --out."
+        )
+    summary = read_summary(out)
+    wanted = config.optim.epochs
+    if summary is not None and summary.get("epochs") == wanted:
+        return summary
+    if wanted != recorded.optim.epochs:
+        trained = trained_epochs(RunDir(out))
+        if wanted < trained:
+            raise UserError(
+                f"{out} has already trained {trained} epochs, more than --epochs {wanted}; "
+                f"pass --epochs {trained} or more, or leave --epochs out."
+            )
+    return None
+
+
+def trained_epochs(run_dir: RunDir) -> int:
+    """The epochs saved in ``last.pt`` (0 before the first one)."""
+    if not run_dir.last_checkpoint.exists():
+        return 0
+    return int(load_checkpoint(run_dir.last_checkpoint).get("epoch", 0))
+
+
 def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, Any]:
     config, data = run.config, run.data
+    if resume:  # a finished run extended to more epochs is unfinished again
+        run_dir.summary.unlink(missing_ok=True)
     atomic_write_text(run_dir.config, dump_yaml(config))
     record = SignalRecord()
     signal_seconds = 0.0
