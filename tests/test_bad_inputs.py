@@ -95,12 +95,15 @@ class Inputs:
             *extra,
         ]
 
-    def soft(self, *extra: str, data: Path | None = None) -> list[str]:
-        """A one-epoch autoencoder on the tiny Fashion-MNIST, 2 samples per class."""
+    def soft(
+        self, *extra: str, data: Path | None = None, dataset: str = "fashion-mnist"
+    ) -> list[str]:
+        """A one-epoch autoencoder on the tiny Fashion-MNIST (or ``dataset``), 2 samples per
+        class."""
         return [
             "soft-labels",
             "--dataset",
-            "fashion-mnist",
+            dataset,
             "--data-dir",
             str(data or self.data),
             "--out",
@@ -514,6 +517,25 @@ IMAGE_FOLDER_CASES = [
         "1 class",
     ),
     Case(
+        "images-one-class-label-smoothing",
+        lambda i: i.folder(
+            "--method", "ls", data=write_png_folder(i.files / "one", 28, {"a": (6, 2)})
+        ),
+        lambda i: i.folder("--method", "ls"),
+        "1 class",
+    ),
+    Case(
+        "images-one-sample-per-class-soft-labels",
+        lambda i: i.soft(
+            "--set",
+            "data.val_fraction=0.5",
+            dataset="imagefolder",
+            data=write_png_folder(i.files / "k", 28, {"a": (2, 2), "b": (3, 2)}),
+        ),
+        lambda i: i.soft(dataset="imagefolder", data=i.images),
+        "'a', 'b'",
+    ),
+    Case(
         "images-class-only-in-test",
         lambda i: i.folder(
             data=write_png_folder(i.files / "t", 28, {"a": (6, 2), "b": (6, 2), "c": (0, 2)})
@@ -804,9 +826,6 @@ def test_bad_input_is_refused_cleanly_and_the_fix_succeeds(case: Case, inputs: I
     with simulate:
         code = run_main(bad)
     err = capsys.readouterr().err
-    if os.environ.get("SHOW_ERRORS"):
-        with capsys.disabled():
-            print(f"\n{case.id} | {err.strip()}")
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, err
     assert "Traceback" not in err

@@ -29,6 +29,7 @@ from reffakd.files import atomic_write_text, refused_writes, remove_orphan_temps
 
 LOCK_NAME = ".lock"
 FREE_ON_RESUME = ("progress", "device", "data.data_dir")
+RESUME_HOW = {"training": "--resume {out}", "soft-label": "--out {out} --resume"}
 
 
 class RunDir:
@@ -137,9 +138,9 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
     """Lock ``out``; refuse to start a new run over an existing one."""
     run_dir = RunDir(out)
     if not resume and run_dir.holds_run():
+        how = RESUME_HOW.get(what, "--resume").format(out=out)
         raise UserError(
-            f"{out} already holds a {what} run; continue it with --resume {out}, "
-            "or choose a new --out."
+            f"{out} already holds a run; continue it with {how}, or choose a new --out."
         )
     run_dir.lock()
     return run_dir
