@@ -988,10 +988,14 @@ def test_orphan_temp_files_are_removed_when_a_run_continues(inputs):
     assert keep.read_bytes() == b"the user's own file"
 
 
-def test_an_error_through_the_real_entry_point_has_no_traceback(inputs):
-    _write(inputs.out, "a file where the run directory should be\n")
+@pytest.mark.parametrize("case_id", ["out-under-a-file", "config-not-utf8", "seed-2**64"])
+def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
+    """The table's cases in-process, a few of them again as ``python -m reffakd``."""
+    case = next(case for case in CASES if case.id == case_id)
+    if case.prepare is not None:
+        case.prepare(inputs)
     result = subprocess.run(
-        [sys.executable, "-m", "reffakd", *inputs.train(out=inputs.out / "run")],
+        [sys.executable, "-m", "reffakd", *case.bad(inputs)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -999,4 +1003,5 @@ def test_an_error_through_the_real_entry_point_has_no_traceback(inputs):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(inputs.out / "run") in lines[0], result.stderr
+    names = case.names(inputs) if callable(case.names) else case.names
+    assert len(lines) == 1 and names.lower() in lines[0].lower(), result.stderr
