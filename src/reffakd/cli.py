@@ -239,6 +239,12 @@ def _resumed(
     return config
 
 
+# What `soft-labels --resume` says about a run directory of another kind.
+NOT_SOFT_LABELS = {
+    "train": "{out} is a training run, not a soft-labels run; continue it with "
+    "`reffakd train --resume {out}`.",
+    "light-teacher": "{out} is an LW-KD light-teacher run, not a soft-labels run.",
+}
 SOFT_LABEL_FLAGS = {
     "samples_per_class": "samples_per_class",
     "boost": "boost",
@@ -249,13 +255,8 @@ SOFT_LABEL_FLAGS = {
 def cmd_soft_labels(args: argparse.Namespace) -> int:
     out = args.run_dir = Path(args.out)
     kind = run_kind(out) if args.resume else None
-    if kind == "train":
-        raise UserError(
-            f"{out} is a training run, not a soft-labels run; continue it with "
-            f"`reffakd train --resume {out}`."
-        )
-    if kind == "light-teacher":
-        raise UserError(f"{out} is an LW-KD light-teacher run, not a soft-labels run.")
+    if kind in NOT_SOFT_LABELS:
+        raise UserError(NOT_SOFT_LABELS[kind].format(out=out))
     if kind == "soft-labels":
         recorded = from_dict(SoftLabelConfig, load_yaml(out / "config.yaml"))
         config = _resumed(recorded, args, SOFT_LABEL_FLAGS, out, may="")
