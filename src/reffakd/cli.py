@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.config import (
@@ -28,8 +28,9 @@ from reffakd.config import (
     to_dict,
 )
 from reffakd.data.user import USER_DATA
+from reffakd.distill.build import absolute_paths
 from reffakd.distill.train import train_student
-from reffakd.errors import NonFiniteLossError, UserError, first_line
+from reffakd.errors import NonFiniteLossError, StorageError, UserError, first_line
 from reffakd.experiments.bench import load_suite, run_suite
 from reffakd.experiments.cost import dataset_input, format_model_cost, model_cost, train_split_size
 from reffakd.experiments.demo import run_demo
@@ -38,7 +39,8 @@ from reffakd.experiments.report import write_report
 from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
 from reffakd.models import is_user_module_name
-from reffakd.training.runs import load_run_config
+from reffakd.training.rundir import RunDir, config_changes, describe_changes
+from reffakd.training.runs import load_run_config, run_kind
 from reffakd.training.summary import summary_line
 
 
@@ -79,8 +81,16 @@ def _tensorboard(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other bad input (the usage is one
+    ``--help`` away); sub-commands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"reffakd: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="reffakd", description="Teacher-free knowledge distillation (ReffAKD, LW-KD, KD)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     soft = sub.add_parser("soft-labels", help="train the autoencoder and write AESL soft labels")
     _common(soft)
     soft.add_argument("--out", required=True, help="run directory to create")
-    soft.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    soft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out as it was made (other flags may only repeat its "
+        "values; --device, --data-dir and --no-progress may change)",
+    )
     soft.add_argument("-k", "--samples-per-class", type=int)
     soft.add_argument("--boost", type=float, help="diagonal boost (default: per dataset)")
     soft.add_argument("--temperature", type=float, help="softmax temperature on S (default 1)")
@@ -121,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", help="run directory (default runs/<dataset>-<method>-<student>-s<seed>)"
     )
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR as it was made; --epochs N extends (or, unfinished, "
+        "shortens) it, --device, --data-dir and --no-progress may change, other flags are refused",
+    )
     _tensorboard(train)
 
     demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
@@ -233,9 +253,13 @@ def _split_dataset_path(args: argparse.Namespace) -> None:
     args.dataset, args.data_dir = name, path
 
 
-def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -> Any:
+def _resolve(
+    cls: type, args: argparse.Namespace, extra_flags: dict[str, str], base: Any = None
+) -> Any:
+    """The config of ``cls`` from ``base`` (default: the defaults), the config file, the flags
+    and ``--set``, in that order."""
     _split_dataset_path(args)
-    values = to_dict(cls())
+    values = to_dict(cls() if base is None else base)
     if args.config:
         values = merge(values, load_yaml(args.config))
     values = merge(values, _flag_values(args, {**COMMON_FLAGS, **extra_flags}))
@@ -247,26 +271,56 @@ def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -
     return from_dict(cls, values)
 
 
-def cmd_soft_labels(args: argparse.Namespace) -> int:
-    existing = Path(args.out) / "config.yaml"
-    if args.resume and existing.exists():
-        config = from_dict(SoftLabelConfig, load_yaml(existing))
-        config.progress = config.progress and not args.no_progress
-        config.tensorboard = config.tensorboard or args.tensorboard
-    else:
-        config = _resolve(
-            SoftLabelConfig,
-            args,
-            {
-                "samples_per_class": "samples_per_class",
-                "boost": "boost",
-                "temperature": "temperature",
-            },
+def _resumed(
+    recorded: Any, args: argparse.Namespace, extra_flags: dict[str, str], run: Path, may: str
+) -> Any:
+    """The recorded config with the flags applied; refused when a flag would change it beyond
+    ``may`` (the keys a resume may change, besides FREE_ON_RESUME)."""
+    config = _resolve(type(recorded), args, extra_flags, base=recorded)
+    if isinstance(config, TrainConfig):
+        absolute_paths(config.source)
+    changes = config_changes(recorded, config)
+    changes.pop(may, None)
+    if changes:
+        flags = {
+            key: f"--{flag.replace('_', '-')}"
+            for flag, key in {**COMMON_FLAGS, **extra_flags}.items()
+        }
+        allowed = "--device, --data-dir, --no-progress" + (", --epochs" if may else "")
+        raise UserError(
+            f"--resume continues {run} as it was made, but the flags change "
+            f"{describe_changes(changes, flags)}; drop {'it' if len(changes) == 1 else 'them'} "
+            f"(a resume takes {allowed}), "
+            "or start a new run with another --out."
         )
+    return config
+
+
+# What `soft-labels --resume` says about a run directory of another kind.
+NOT_SOFT_LABELS = {
+    "train": "{out} is a training run, not a soft-labels run; continue it with "
+    "`reffakd train --resume {out}`.",
+    "light-teacher": "{out} is an LW-KD light-teacher run, not a soft-labels run.",
+}
+SOFT_LABEL_FLAGS = {
+    "samples_per_class": "samples_per_class",
+    "boost": "boost",
+    "temperature": "temperature",
+}
+
+
+def cmd_soft_labels(args: argparse.Namespace) -> int:
+    out = args.run_dir = Path(args.out)
+    kind = run_kind(out) if args.resume else None
+    if kind in NOT_SOFT_LABELS:
+        raise UserError(NOT_SOFT_LABELS[kind].format(out=out))
+    if kind == "soft-labels":
+        recorded = from_dict(SoftLabelConfig, load_yaml(out / "config.yaml"))
+        config = _resumed(recorded, args, SOFT_LABEL_FLAGS, out, may="")
+    else:
+        config = _resolve(SoftLabelConfig, args, SOFT_LABEL_FLAGS)
     started = time.perf_counter()
-    labels = make_soft_labels(
-        config, Path(args.out), resume=args.resume, command=args.command_line
-    )
+    labels = make_soft_labels(config, out, resume=args.resume, command=args.command_line)
     meta = labels.meta
     print(
         f"soft labels: {Path(args.out) / 'soft_labels.pt'} ({labels.num_classes}x"
@@ -294,17 +348,19 @@ TRAIN_FLAGS = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        out = Path(args.resume)
-        config = load_run_config(out)
-        _refuse_api_run(out, config)
-        if args.no_progress:
-            config.progress = False
-        config.tensorboard = config.tensorboard or args.tensorboard
+        out = args.run_dir = Path(args.resume)
+        if args.out and Path(args.out).resolve() != out.resolve():
+            raise UserError(
+                f"--resume {out} continues the run in its own folder; drop --out {args.out}."
+            )
+        recorded = load_run_config(out)
+        _refuse_api_run(out, recorded)
+        config = _resumed(recorded, args, TRAIN_FLAGS, out, may="optim.epochs")
         resume = True
     else:
         config = _resolve(TrainConfig, args, TRAIN_FLAGS)
         default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
-        out = Path(args.out or default)
+        out = args.run_dir = Path(args.out or default)
         resume = False
     summary = train_student(config, out, resume=resume, command=args.command_line)
     print(summary_line(summary))
@@ -346,7 +402,7 @@ def _write_report_after(directory: Path) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    args.out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    args.out = args.run_dir = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     code = run_demo(args)
     _write_report_after(Path(args.out))
     return code
@@ -422,6 +478,29 @@ COMMANDS = {
 }
 
 
+# How to continue a run of each command, once its run directory holds one.
+RESUME_COMMANDS = {
+    "train": "reffakd train --resume {run}",
+    "demo": "reffakd train --resume {run}",
+    "soft-labels": "reffakd soft-labels --out {run} --resume",
+    "bench": "run the same command again to continue",
+    "tune": "run the same command again to continue",
+}
+
+
+def _continue_hint(args: argparse.Namespace) -> str | None:
+    """``continue with `...``` for a command whose run directory holds a run, else None."""
+    template = RESUME_COMMANDS.get(args.command)
+    run = getattr(args, "run_dir", None)
+    if template is None:
+        return None
+    if "{run}" not in template:
+        return template
+    if run is None or not RunDir(run).holds_run():
+        return None
+    return f"continue with `{template.format(run=shlex.quote(str(run)))}`"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -430,6 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = shlex.join(["reffakd", *argv])
     try:
         return COMMANDS[args.command](args)
+    except StorageError as exc:
+        hint = _continue_hint(args)
+        then = f", then {hint}" if hint else " or choose another --out"
+        print(f"reffakd: error: {exc}; {exc.advice}{then}.", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"reffakd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -437,9 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reffakd: stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "reffakd: interrupted; continue with `reffakd train --resume RUN_DIR`.", file=sys.stderr
-        )
+        hint = _continue_hint(args)
+        print(f"reffakd: interrupted{'; ' + hint if hint else ''}.", file=sys.stderr)
         return 130
 
 

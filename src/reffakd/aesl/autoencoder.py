@@ -19,6 +19,7 @@ from reffakd.aesl.heatmap import save_heatmap
 from reffakd.aesl.similarity import (
     class_similarity,
     entropy_bits,
+    require_two_per_class,
     sample_per_class,
     soft_labels_from_similarity,
 )
@@ -33,10 +34,18 @@ from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, check_or_write_config, open_run, record_command
+from reffakd.training.rundir import (
+    RunDir,
+    check_or_write_config,
+    check_recorded_config,
+    open_run,
+    record_command,
+)
 from reffakd.training.sinks import epoch_sinks, require_tensorboard
 from reffakd.training.summary import write_summary
 from reffakd.training.task import Task
+
+KIND = "soft-label"
 
 
 def ae_input_size(image_size: int) -> int:
@@ -82,28 +91,31 @@ def make_soft_labels(
 ) -> SoftLabels:
     """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``.
 
-    ``command``: the command line, kept in ``command.txt`` and the summary."""
+    Everything is read and checked (data, class counts, the autoencoder) before the folder is
+    locked and ``config.yaml`` written, so a refused run leaves ``out`` as it found it.
+    ``command``: the command line, kept in ``command.txt`` and the summary.
+    """
     out = Path(out)
-    if resume and (out / "soft_labels.pt").exists() and (out / "summary.json").exists():
+    run_dir = RunDir(out)
+    finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
+    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
         return SoftLabels.load(out / "soft_labels.pt")
     if config.tensorboard:
         require_tensorboard()
     data = data or prepare_data(config.data)
+    splits = data.splits
+    require_two_per_class(splits.train.labels, list(splits.class_names))
     device = resolve_device(config.device)
-    run_dir = open_run(out, resume and RunDir(out).holds_run(), "soft-label")
+    ae, transform = _autoencoder(config, data)
+    run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device, command)
+        return _make_soft_labels_locked(config, run_dir, data, device, ae, transform, command)
     finally:
         run_dir.unlock()
 
 
-def _make_soft_labels_locked(
-    config: SoftLabelConfig,
-    run_dir: RunDir,
-    data: PreparedData,
-    device: torch.device,
-    command: str | None = None,
-) -> SoftLabels:
+def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> tuple[nn.Module, BatchTransform]:
+    """The seeded CAE for the data's channels at :func:`ae_input_size`, and its transform."""
     seed_everything(config.seed)
     in_channels = data.splits.in_channels
     size = ae_input_size(data.image_size)
@@ -114,7 +126,21 @@ def _make_soft_labels_locked(
         [1.0] * in_channels,
         augment_policy(data.spec, config.augment),
     )
-    check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
+    return ae, transform
+
+
+def _make_soft_labels_locked(
+    config: SoftLabelConfig,
+    run_dir: RunDir,
+    data: PreparedData,
+    device: torch.device,
+    ae: nn.Module,
+    transform: BatchTransform,
+    command: str | None = None,
+) -> SoftLabels:
+    in_channels = data.splits.in_channels
+    size = transform.out_size
+    check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
     trainer = Trainer(
         Reconstruction(ae),
         data.splits,

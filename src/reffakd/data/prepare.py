@@ -8,7 +8,7 @@ from typing import Any
 
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.augment import AugmentPolicy, channel_stats
-from reffakd.data.dataset import DataSplits, hold_out_validation
+from reffakd.data.dataset import DataSplits, check_classes, hold_out_validation
 from reffakd.data.locate import load_dataset
 from reffakd.data.spec import DatasetSpec, get_spec
 
@@ -32,6 +32,7 @@ def prepare_data(config: DataConfig) -> PreparedData:
     spec = get_spec(config.name)
     raw = load_dataset(config.name, data_dir=config.data_dir, download=config.download)
     splits = hold_out_validation(raw, config.val_fraction, config.split_seed)
+    check_classes(raw, splits, config.val_fraction)
     mean, std = channel_stats(splits.train.images)
     image_size = config.image_size or spec.default_image_size or splits.train.shape[-1]
     return PreparedData(spec, splits, image_size, mean, std)

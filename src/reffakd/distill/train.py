@@ -1,15 +1,16 @@
 """``train_student``: a student trained with any method, in a self-contained run directory.
 
-The run is built and checked first (:func:`reffakd.distill.build.build_run`); only then is the
-folder locked and ``config.yaml`` written, the teacher signal set up (which may train an
-autoencoder or a light teacher inside the run) and the student trained. An interrupted run
-continues with ``resume=True``.
+The folder is locked and the run built and checked (:func:`reffakd.distill.build.build_run`);
+only then is ``config.yaml`` written, the teacher signal set up (which may train an autoencoder
+or a light teacher inside the run) and the student trained. A refused run leaves the folder as
+it found it. An interrupted run continues with ``resume=True``, and a run continued with more
+``optim.epochs`` is bit-identical to one asked for that many epochs from the start (on CPU, the
+schedule's milestones being the same).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import time
 from pathlib import Path
@@ -23,19 +24,29 @@ from reffakd.config import TrainConfig, dump_yaml, load_yaml
 from reffakd.data.augment import BatchTransform
 from reffakd.data.prepare import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
-from reffakd.distill.build import StudentRun, build_run
+from reffakd.distill.build import StudentRun, absolute_paths, build_run
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
+from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, open_run, record_command
+from reffakd.training.rundir import (
+    RunDir,
+    config_changes,
+    describe_changes,
+    open_run,
+    record_command,
+)
+from reffakd.training.runs import load_run_config, read_summary
 from reffakd.training.sinks import epoch_sinks
 from reffakd.training.summary import write_summary
+
+EPOCHS = "optim.epochs"
 
 
 def train_student(
@@ -56,20 +67,56 @@ def train_student(
     ``config.data.val_fraction`` of train is held out. Neither can be rebuilt from the run's
     files, so such a run resumes only through this function, given the same module and data
     again. ``command``: the command line, kept in ``command.txt`` and the summary.
+
+    With ``resume`` the run in ``out`` continues with the config it was made with; ``config``
+    may differ from it only in ``optim.epochs`` (to extend or shorten the run, never below the
+    epochs already trained) and in :data:`~reffakd.training.rundir.FREE_ON_RESUME`.
     """
     out = Path(out)
     config = _recorded(config, student, data)
-    run_dir = RunDir(out)
-    if resume and run_dir.is_complete():
-        return json.loads(run_dir.summary.read_text())
+    absolute_paths(config.source)
     if resume:
-        _check_resumable(run_dir, config, data is not None)
+        _check_resumable(RunDir(out), config, data is not None)
+        summary = check_resume(config, out)
+        if summary is not None:
+            return summary
     prepared = _user_data(config, data) if data is not None else None
     run_dir = open_run(out, resume, "training")
     try:
         return _train_locked(build_run(config, out, prepared, student), run_dir, resume, command)
     finally:
         run_dir.unlock()
+
+
+def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
+    """Refuse to resume ``out`` with another config; the summary when it is already done."""
+    recorded = load_run_config(out)
+    changes = config_changes(recorded, config)
+    changes.pop(EPOCHS, None)
+    if changes:
+        raise UserError(
+            f"{out} holds a training run made with other options ({describe_changes(changes)});"
+            " resume it with its own options, or start a new run with another --out."
+        )
+    summary = read_summary(out)
+    wanted = config.optim.epochs
+    if summary is not None and summary.get("epochs") == wanted:
+        return summary
+    if wanted != recorded.optim.epochs:
+        trained = trained_epochs(RunDir(out))
+        if wanted < trained:
+            raise UserError(
+                f"{out} has already trained {trained} epochs, more than --epochs {wanted}; "
+                f"pass --epochs {trained} or more, or leave --epochs out."
+            )
+    return None
+
+
+def trained_epochs(run_dir: RunDir) -> int:
+    """The epochs saved in ``last.pt`` (0 before the first one)."""
+    if not run_dir.last_checkpoint.exists():
+        return 0
+    return int(load_checkpoint(run_dir.last_checkpoint).get("epoch", 0))
 
 
 def _recorded(config: TrainConfig, student: nn.Module | None, data: Any) -> TrainConfig:
@@ -121,6 +168,8 @@ def _train_locked(
     run: StudentRun, run_dir: RunDir, resume: bool, command: str | None
 ) -> dict[str, Any]:
     config, data = run.config, run.data
+    if resume:  # a finished run extended to more epochs is unfinished again
+        run_dir.summary.unlink(missing_ok=True)
     atomic_write_text(run_dir.config, dump_yaml(config))
     record = SignalRecord()
     signal_seconds = 0.0

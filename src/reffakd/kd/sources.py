@@ -21,10 +21,12 @@ from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSigna
 from reffakd.models import build_model
 from reffakd.training.runs import (
     TrainedRun,
+    check_training_run,
     load_run_config,
     load_weights,
     open_trained_run,
     read_summary,
+    run_folder,
 )
 from reffakd.training.summary import format_percent
 
@@ -181,6 +183,7 @@ def _network_source(
             "teacher outputs may only be cached for un-augmented inputs (an augmented sample "
             "differs every epoch); set --set augment.enabled=false or drop source.cache."
         )
+    check_training_run(run_folder(run))  # before its checkpoint: say if it is another kind
     trained = open_trained_run(run, checkpoint, "teacher")
     config = load_run_config(trained.path)
     _check_compatible(run, config, context)
