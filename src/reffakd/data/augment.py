@@ -54,24 +54,43 @@ class BatchTransform:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.policy = policy or AugmentPolicy()
+        self._device_constants: tuple[Tensor, Tensor, Tensor] = (_IDENTITY, self.mean, self.std)
 
     def __call__(
-        self, images: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        rows: slice | None = None,
+        total: int | None = None,
     ) -> Tensor:
+        """``rows``/``total``: ``images`` are rows ``rows`` of a batch of ``total`` split over
+        processes; the random maps are drawn for the whole batch and this share kept, so every
+        process draws the same numbers and the images are those of a one-process run."""
         x = images.to(torch.float32).div_(255.0)
         augment = train and not self.policy.is_identity
         if augment or x.shape[-2:] != (self.out_size, self.out_size):
             if augment:
-                theta = self.random_affine(x.shape[0], generator).to(x.device)
+                theta = self.random_affine(x.shape[0] if total is None else total, generator)
+                if rows is not None:
+                    theta = theta[rows]
+                theta = theta.to(x.device, non_blocking=True)
             else:
-                theta = _IDENTITY.to(x.device).expand(x.shape[0], 2, 3)
+                theta = self._on(x.device)[0].expand(x.shape[0], 2, 3)
             grid = F.affine_grid(
                 theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False
             )
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        mean = self.mean.to(x.device)
-        std = self.std.to(x.device)
+        _, mean, std = self._on(x.device)
         return x.sub_(mean).div_(std)
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The identity map, mean and std on ``device``, copied there once (a copy per batch
+        would wait for the device's queue on CUDA)."""
+        if self._device_constants[1].device != device:
+            self._device_constants = tuple(t.to(device) for t in self._device_constants)
+        return self._device_constants
 
     def random_affine(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """Per-sample (B, 2, 3) maps from output to input coordinates (normalised units).
