@@ -532,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["reffakd", *argv])
     try:
+        if args.command != "train" and world_from_env().enabled:
+            raise UserError(
+                f"only `reffakd train` runs under torchrun, not `reffakd {args.command}`; "
+                "run it as one process."
+            )
         return COMMANDS[args.command](args)
     except StorageError as exc:
         hint = _continue_hint(args)
