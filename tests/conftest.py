@@ -63,6 +63,16 @@ def write_tiny_idx_dataset(root: Path, n_train: int = 300, n_test: int = 100) ->
     return root
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` run where a CUDA device is available and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path, monkeypatch):
     """No downloads, no real data and a private cache for every test."""
@@ -148,3 +158,84 @@ def source_context(
         student=student,
         augmented=augmented,
     )
+
+
+def tiny_image_splits(n: int = 48, classes: int = 3, size: int = 16, seed: int = 0) -> DataSplits:
+    """1-channel ``size``×``size`` uint8 images whose class sets a bright row: learnable fast."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.randint(0, 80, (n, 1, size, size), generator=g, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        images[i, 0, 2 + 4 * label : 4 + 4 * label] = 220
+    split = ImageSplit(images, labels, [str(c) for c in range(classes)])
+    held = split.subset(torch.arange(classes * 2))
+    return DataSplits("toy", split, held, held)
+
+
+def make_trainer(run_dir: Path, *, student: str = "lenet5", optim=None, compute=None, **kwargs):
+    """An engine on :func:`tiny_image_splits` training ``student`` with cross-entropy and the
+    crop/flip/rotation augmentation (so the data generator is exercised)."""
+    from reffakd.config import ComputeConfig, OptimConfig
+    from reffakd.data.augment import AugmentPolicy, BatchTransform
+    from reffakd.kd.objectives import CrossEntropy
+    from reffakd.kd.task import Distiller
+    from reffakd.models import build_model
+    from reffakd.training.engine import Trainer
+    from reffakd.training.rundir import RunDir
+
+    torch.manual_seed(0)
+    splits = tiny_image_splits()
+    model = build_model(student, splits.num_classes, 1, 16)
+    transform = BatchTransform(16, [0.3], [0.3], AugmentPolicy(2, True, 10.0))
+    optim = optim or OptimConfig(epochs=3, batch_size=16, lr=0.05, milestones=[2])
+    return Trainer(
+        Distiller(model, None, CrossEntropy()),
+        splits,
+        transform,
+        optim,
+        RunDir(run_dir),
+        progress=False,
+        compute=compute or ComputeConfig(),
+        **kwargs,
+    )
+
+
+class Interrupted(Exception):
+    """Raised by :func:`stop_after` right after an epoch's checkpoint."""
+
+
+def stop_after(trainer, epoch: int):
+    """Make ``trainer`` stop (raise :class:`Interrupted`) once epoch ``epoch`` is saved."""
+    save = trainer._save
+
+    def save_then_stop(at: int, record, state) -> None:
+        save(at, record, state)
+        if at == epoch:
+            raise Interrupted
+
+    trainer._save = save_then_stop
+    return trainer
+
+
+def assert_resumes_identically(tmp_path: Path, make, stop: int = 1) -> dict:
+    """A run interrupted after epoch ``stop`` and resumed in a fresh trainer (from ``make``)
+    ends with the metrics and weights of an uninterrupted run; returns its last checkpoint."""
+    from reffakd.training.checkpoint import load_checkpoint
+
+    full = make(tmp_path / "full")
+    full_result = full.fit()
+    with pytest.raises(Interrupted):
+        stop_after(make(tmp_path / "cut"), stop).fit()
+    resumed = make(tmp_path / "cut")
+    resumed.resume()
+    cut_result = resumed.fit()
+
+    def timeless(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
+
+    assert timeless(full_result.history) == timeless(cut_result.history)
+    full_state = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    cut_state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    for key, value in full_state["model"].items():
+        assert torch.equal(value, cut_state["model"][key]), key
+    return full_state

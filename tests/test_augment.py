@@ -101,3 +101,16 @@ def test_train_and_eval_agree_at_the_borders_when_resizing():
         assert torch.allclose(trained[i], evaluated[i], atol=1e-5) or torch.allclose(
             trained[i], evaluated[i].flip(-1), atol=1e-5
         )
+
+
+def test_broadcast_grid_is_affine_grid():
+    """The transform's sampling grid equals torch's ``affine_grid`` (computed with a batched
+    matrix product) for the maps it draws, at every output size."""
+    import torch.nn.functional as F
+
+    policy = AugmentPolicy(crop_padding=4, flip=True, rotation=15)
+    for size in (16, 32, 64):
+        t = BatchTransform(size, [0.5], [0.5], policy)
+        theta = t.random_affine(64, torch.Generator().manual_seed(size))
+        reference = F.affine_grid(theta, [64, 1, size, size], align_corners=False)
+        assert torch.allclose(t.affine_grid(theta), reference, rtol=0, atol=1e-6)

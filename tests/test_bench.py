@@ -29,7 +29,14 @@ def test_mean_and_sample_std():
 
 def test_packaged_suites_load():
     names = packaged_suites()
-    for name in ("fmnist-quick", "fmnist", "cifar10", "paper-cifar100", "paper-tinyimagenet"):
+    for name in (
+        "fmnist-quick",
+        "fmnist",
+        "cifar10-quick",
+        "cifar10",
+        "paper-cifar100",
+        "paper-tinyimagenet",
+    ):
         assert name in names
         assert load_suite(name).methods
     with pytest.raises(UserError, match="unknown suite"):

@@ -22,6 +22,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "ComputeConfig": "reffakd.config",
     "DataConfig": "reffakd.config",
     "OptimConfig": "reffakd.config",
     "SoftLabelConfig": "reffakd.config",

@@ -39,6 +39,7 @@ from reffakd.experiments.report import write_report
 from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
 from reffakd.models import is_user_module_name
+from reffakd.training.distributed import world_from_env
 from reffakd.training.rundir import RunDir, config_changes, describe_changes
 from reffakd.training.runs import load_run_config, run_kind
 from reffakd.training.summary import summary_line
@@ -68,6 +69,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--milestones", type=int, nargs="*")
+    parser.add_argument("--optimizer", help="sgd (default) or adamw")
+    parser.add_argument("--schedule", help="multistep (default, per epoch) or cosine (per step)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up")
+    parser.add_argument("--clip-grad-norm", type=float, help="clip the global gradient norm")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -143,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         "shortens) it, --device, --data-dir and --no-progress may change, other flags are refused",
     )
     _tensorboard(train)
+    train.add_argument("--precision", help="fp32 (default), bf16 or fp16 autocast")
+    train.add_argument(
+        "--channels-last", action="store_true", help="NHWC memory format (conv nets)"
+    )
+    train.add_argument(
+        "--compile", action="store_true", help="torch.compile the student and a teacher"
+    )
+    train.add_argument(
+        "--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)"
+    )
 
     demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
     demo.add_argument("--data-dir")
@@ -234,6 +249,10 @@ COMMON_FLAGS = {
     "batch_size": "optim.batch_size",
     "lr": "optim.lr",
     "milestones": "optim.milestones",
+    "optimizer": "optim.name",
+    "schedule": "optim.schedule",
+    "warmup_epochs": "optim.warmup_epochs",
+    "clip_grad_norm": "optim.clip_grad_norm",
     "seed": "seed",
     "device": "device",
 }
@@ -343,6 +362,10 @@ TRAIN_FLAGS = {
     "temperature": "loss.temperature",
     "kl_reduction": "loss.reduction",
     "ae_epochs": "ae.optim.epochs",
+    "precision": "compute.precision",
+    "channels_last": "compute.channels_last",
+    "compile": "compute.compile",
+    "sync_bn": "compute.sync_bn",
 }
 
 
@@ -363,9 +386,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = args.run_dir = Path(args.out or default)
         resume = False
     summary = train_student(config, out, resume=resume, command=args.command_line)
-    print(summary_line(summary))
-    print(f"run directory: {out}")
-    _write_report_after(out)
+    if world_from_env().is_main:  # under torchrun, one report for the job, written once
+        print(summary_line(summary))
+        print(f"run directory: {out}")
+        _write_report_after(out)
     return 0
 
 
@@ -508,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["reffakd", *argv])
     try:
+        if args.command != "train" and world_from_env().enabled:
+            raise UserError(
+                f"only `reffakd train` runs under torchrun, not `reffakd {args.command}`; "
+                "run it as one process."
+            )
         return COMMANDS[args.command](args)
     except StorageError as exc:
         hint = _continue_hint(args)

@@ -56,9 +56,23 @@ class AugmentConfig:
         )
 
 
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass
 class OptimConfig:
-    """SGD with step decay: the reference recipe (docs/methods.md §2.8) by default."""
+    """The optimizer and its schedule. The default is the reference recipe (docs/methods.md
+    §2.8): SGD, the learning rate × ``gamma`` at each of ``milestones`` (epochs).
+
+    ``name``: ``sgd`` (``momentum``, ``nesterov``) or ``adamw`` (``betas``, ``eps``; decoupled
+    ``weight_decay``). ``schedule``: ``multistep`` or ``cosine`` (from ``lr`` to 0 over the
+    steps after the warm-up). ``warmup_epochs``: a linear warm-up, per step, over that many
+    epochs (fractions allowed). ``clip_grad_norm``: the largest global gradient norm (None: no
+    clipping). ``no_decay_norm_bias``: no weight decay on biases and normalisation weights
+    (every parameter with fewer than 2 dimensions).
+    """
 
     epochs: int = 200
     batch_size: int = 128
@@ -69,6 +83,13 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160])
     gamma: float = 0.2
     eval_batch_size: int = 1000
+    name: str = "sgd"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    schedule: str = "multistep"
+    warmup_epochs: float = 0.0
+    clip_grad_norm: float | None = None
+    no_decay_norm_bias: bool = False
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -80,6 +101,58 @@ class OptimConfig:
             all(m >= 1 for m in self.milestones),
             f"optim.milestones must be epochs >= 1, got {self.milestones}.",
         )
+        _require(
+            self.name in OPTIMIZERS,
+            f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}.",
+        )
+        _require(
+            not self.nesterov or (self.name == "sgd" and self.momentum > 0),
+            "optim.nesterov needs optim.name sgd and optim.momentum > 0.",
+        )
+        _require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"optim.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {self.betas}.",
+        )
+        _require(self.eps > 0, f"optim.eps must be > 0, got {self.eps}.")
+        _require(
+            self.schedule in SCHEDULES,
+            f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}.",
+        )
+        _require(
+            0.0 <= self.warmup_epochs <= self.epochs,
+            f"optim.warmup_epochs must be in [0, optim.epochs], got {self.warmup_epochs}.",
+        )
+        _require(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            f"optim.clip_grad_norm must be > 0 (null: no clipping), got {self.clip_grad_norm}.",
+        )
+
+
+@dataclass
+class ComputeConfig:
+    """How the student's training runs; none of it changes what is computed, only how fast.
+
+    ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with a gradient scaler); the
+    loss maths stays in fp32. ``channels_last``: NHWC memory format for conv nets.
+    ``compile``: ``torch.compile`` of the student and of a frozen teacher. ``sync_bn``:
+    BatchNorm statistics over the global batch under ``torchrun`` (CUDA only).
+    ``check_every``: steps between the host syncs that check the loss for NaN/inf and update
+    the progress bar (and at every epoch end).
+    """
+
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
+    check_every: int = 50
+
+    def __post_init__(self) -> None:
+        _require(
+            self.precision in PRECISIONS,
+            f"compute.precision must be one of {', '.join(PRECISIONS)} "
+            f"(--precision), got {self.precision!r}.",
+        )
+        _at_least(self.check_every, 1, "compute.check_every")
 
 
 @dataclass
@@ -94,6 +167,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     student: str = "lenet5"
     method: str = "ce"
     source: dict[str, Any] = field(default_factory=dict)

@@ -45,13 +45,21 @@ class AESLSource(ClassTableSource):
         self.file = file
 
     def setup(self) -> None:
-        """Make the soft labels in ``RUN/ae`` when no file was given; keep a copy in the run."""
+        """Make the soft labels in ``RUN/ae`` when no file was given (or load them, when they
+        were made already); keep a copy in the run."""
         context = self.context
         if self.labels is None:
             self.labels = make_soft_labels(
                 context.ae, context.run_dir / AE_DIR, resume=True, data=context.data
             )
             self.log_table.copy_(probs_to_logits(self.labels.table.to(torch.float32)))
+        if context.writes:
+            self._keep_copy()
+
+    def _keep_copy(self) -> None:
+        """The table and its heatmap in the run directory."""
+        context = self.context
+        assert self.labels is not None
         self.labels.save(context.run_dir / "soft_labels.pt")
         heatmap = context.run_dir / AE_DIR / "soft_labels.png"
         if heatmap.exists():

@@ -2,7 +2,8 @@
 
 Random crop with padding, horizontal flip, rotation and the resize to the model's input size are
 folded into one affine map per sample and applied with a single ``grid_sample`` call, so a batch
-costs one resampling pass whatever the policy. Sampling uses ``align_corners=False`` and zero
+costs one resampling pass whatever the policy (the sampling grid is computed by broadcasting,
+see :meth:`BatchTransform.affine_grid`). Sampling uses ``align_corners=False`` and zero
 padding: an integer translation lands on pixel centres (an exact crop of the zero-padded image).
 Evaluation resizes through the same identity map, so train and eval images agree everywhere,
 borders included (a plain ``interpolate`` would repeat edge pixels where ``grid_sample`` fades
@@ -54,24 +55,72 @@ class BatchTransform:
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.policy = policy or AugmentPolicy()
+        self._device_constants: tuple[Tensor, Tensor, Tensor] = (_IDENTITY, self.mean, self.std)
+        self._base_xy: tuple[Tensor, Tensor] | None = None
 
     def __call__(
-        self, images: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+        self,
+        images: Tensor,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        rows: slice | None = None,
+        total: int | None = None,
     ) -> Tensor:
+        """``rows``/``total``: ``images`` are rows ``rows`` of a batch of ``total`` split over
+        processes; the random maps are drawn for the whole batch and this share kept, so every
+        process draws the same numbers and the images are those of a one-process run."""
         x = images.to(torch.float32).div_(255.0)
         augment = train and not self.policy.is_identity
         if augment or x.shape[-2:] != (self.out_size, self.out_size):
             if augment:
-                theta = self.random_affine(x.shape[0], generator).to(x.device)
+                theta = self.random_affine(x.shape[0] if total is None else total, generator)
+                if rows is not None:
+                    theta = theta[rows]
+                theta = theta.to(x.device, non_blocking=True)
             else:
-                theta = _IDENTITY.to(x.device).expand(x.shape[0], 2, 3)
-            grid = F.affine_grid(
-                theta, [x.shape[0], x.shape[1], self.out_size, self.out_size], align_corners=False
-            )
+                theta = self._on(x.device)[0].expand(x.shape[0], 2, 3)
+            grid = self.affine_grid(theta)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        mean = self.mean.to(x.device)
-        std = self.std.to(x.device)
+        _, mean, std = self._on(x.device)
         return x.sub_(mean).div_(std)
+
+    def affine_grid(self, theta: Tensor) -> Tensor:
+        """``F.affine_grid(theta, [N, C, S, S], align_corners=False)`` by broadcasting:
+
+            grid[n, h, w, i] = (θ[n, i, 0] · x_w + θ[n, i, 1] · y_h) + θ[n, i, 2]
+
+        with x_w, y_h the sampling grid's own pixel-centre coordinates. These are the products
+        and sums of ``affine_grid``'s batched (S²×3)·(3×2) matrix product, whose tiny inner
+        dimension made it cost several times the ``grid_sample`` itself on a CPU; the grid
+        is equal to the last bit on the CPUs this was measured on.
+        """
+        x, y = self._base(theta.device)
+        grid = theta.new_empty(theta.shape[0], self.out_size, self.out_size, 2)
+        for i in range(2):
+            across = (theta[:, i, 0, None] * x)[:, None, :]
+            down = (theta[:, i, 1, None] * y)[:, :, None]
+            torch.add(across, down, out=grid[..., i])
+            grid[..., i] += theta[:, i, 2, None, None]
+        return grid
+
+    def _base(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """Pixel-centre coordinates in [-1, 1] along x (width) and y (height): those of
+        ``F.affine_grid``'s identity map, so that both grids start from the same numbers."""
+        if self._base_xy is None or self._base_xy[0].device != device:
+            size = self.out_size
+            identity = F.affine_grid(
+                _IDENTITY.to(device), [1, 1, size, size], align_corners=False
+            )[0]
+            self._base_xy = (identity[0, :, 0].contiguous(), identity[:, 0, 1].contiguous())
+        return self._base_xy
+
+    def _on(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The identity map, mean and std on ``device``, copied there once (a copy per batch
+        would wait for the device's queue on CUDA)."""
+        if self._device_constants[1].device != device:
+            self._device_constants = tuple(t.to(device) for t in self._device_constants)
+        return self._device_constants
 
     def random_affine(self, batch: int, generator: torch.Generator | None) -> Tensor:
         """Per-sample (B, 2, 3) maps from output to input coordinates (normalised units).

@@ -16,6 +16,21 @@ class Batch:
     inputs: Tensor  # uint8 images (B, C, H, W) or token ids (B, L), on the device
     labels: Tensor  # int64 (B,), on the device
     indices: Tensor  # int64 (B,), positions in the split: the key for per-sample caches
+    rows: slice | None = None  # with shards: this process's rows of the whole batch
+    total: int | None = None  # with shards: the whole batch's size
+
+    @property
+    def whole_size(self) -> int:
+        """Samples in the whole batch, over all processes."""
+        return len(self.labels) if self.total is None else self.total
+
+
+def shard_rows(count: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``count`` rows: sizes differ by at most one, the
+    first ``count % world_size`` ranks taking one more (``torch.tensor_split``'s rule)."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
 
 
 class BatchLoader:
@@ -23,6 +38,10 @@ class BatchLoader:
 
     Shuffling draws one permutation per epoch from ``generator`` (CPU), whose state the engine
     checkpoints, so resumed runs see the same order.
+
+    With ``world_size`` > 1 every process walks the same batches and gets only its
+    :func:`shard_rows` of each (``Batch.rows`` of ``Batch.total``); a process whose share of a
+    batch is empty skips that batch.
     """
 
     def __init__(
@@ -34,6 +53,8 @@ class BatchLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         generator: torch.Generator | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -44,6 +65,8 @@ class BatchLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = generator
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -55,4 +78,10 @@ class BatchLoader:
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield Batch(self.inputs[idx], self.labels[idx], idx)
+            if self.world_size == 1:
+                yield Batch(self.inputs[idx], self.labels[idx], idx)
+                continue
+            rows = shard_rows(len(idx), self.rank, self.world_size)
+            mine = idx[rows]
+            if len(mine):
+                yield Batch(self.inputs[mine], self.labels[mine], mine, rows, len(idx))

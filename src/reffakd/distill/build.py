@@ -12,6 +12,7 @@ from torch import nn
 
 from reffakd.config import TrainConfig, ae_config_for
 from reffakd.data.augment import AugmentPolicy
+from reffakd.data.dataset import DataSplits
 from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
 from reffakd.data.spec import get_spec
 from reffakd.data.user import USER_DATA
@@ -20,7 +21,9 @@ from reffakd.kd.methods import ResolvedMethod, resolve_method
 from reffakd.kd.objectives import OBJECTIVES, Objective, build_objective
 from reffakd.kd.signal import SOURCES, SourceContext, TeacherSource, build_source
 from reffakd.models import build_model, check_model_name
-from reffakd.runtime import resolve_device, seed_everything
+from reffakd.runtime import seed_everything
+from reffakd.training.distributed import DistContext
+from reffakd.training.precision import check_compiler
 from reffakd.training.sinks import require_tensorboard
 
 
@@ -72,16 +75,21 @@ def build_run(
     run_dir: Path,
     data: PreparedData | None = None,
     student: nn.Module | None = None,
+    dist: DistContext | None = None,
 ) -> StudentRun:
     """Read the data and build the student, the source and the loss; writes nothing.
 
-    ``data`` and ``student`` replace the named dataset and model when given."""
+    ``data`` and ``student`` replace the named dataset and model when given; ``dist`` is the
+    process's place in a torchrun job (default: a single process)."""
+    dist = dist or DistContext()
     absolute_paths(config.source)
     method = validate_names(config, check_dataset=data is None, check_student=student is None)
-    device = resolve_device(config.device)
+    device = dist.device_for(config.device)
+    check_compute(config, device, dist)
     data = data or prepare_data(config.data)
     policy = augment_policy(data.spec, config.augment)
     splits = data.splits
+    check_shards(config, splits, dist)
     seed_everything(config.seed)
     if student is None:
         student = build_model(
@@ -99,6 +107,7 @@ def build_run(
             progress=config.progress,
             augmented=not policy.is_identity,
             ae=ae_config_for(config),
+            writes=dist.is_main,
         )
         source = build_source(method.source, method.source_options, context)
     objective = build_objective(method.loss, method.loss_options)
@@ -110,3 +119,34 @@ def absolute_paths(source_options: dict[str, Any]) -> None:
     for key in ("run", "soft_labels"):
         if source_options.get(key):
             source_options[key] = str(Path(source_options[key]).resolve())
+
+
+def check_compute(config: TrainConfig, device: torch.device, dist: DistContext) -> None:
+    """Refuse speed options this machine cannot run, before anything is read or written."""
+    if config.compute.sync_bn and dist.enabled and device.type != "cuda":
+        raise UserError(
+            "--sync-bn needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); drop "
+            "--sync-bn on CPU, where each process normalises with its own share of the batch."
+        )
+    if config.compute.compile:
+        check_compiler(device)
+
+
+def check_shards(config: TrainConfig, splits: DataSplits, dist: DistContext) -> None:
+    """Under torchrun the global batch must split evenly over the processes, and no process may
+    go without samples in the last (smaller) batch."""
+    if not dist.enabled:
+        return
+    batch, world = config.optim.batch_size, dist.world_size
+    if batch % world:
+        raise UserError(
+            f"--batch-size {batch} (the global batch) does not split over {world} processes; "
+            f"use a multiple of {world}."
+        )
+    last = len(splits.train) % batch
+    if 0 < last < world:
+        raise UserError(
+            f"the last training batch would hold {last} sample(s), fewer than the {world} "
+            f"processes; choose a --batch-size for which {len(splits.train)} % batch is 0 or "
+            f">= {world}."
+        )

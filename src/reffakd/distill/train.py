@@ -5,14 +5,18 @@ only then is ``config.yaml`` written, the teacher signal set up (which may train
 or a light teacher inside the run) and the student trained. A refused run leaves the folder as
 it found it. An interrupted run continues with ``resume=True``, and a run continued with more
 ``optim.epochs`` is bit-identical to one asked for that many epochs from the start (on CPU, the
-schedule's milestones being the same).
+schedule's milestones being the same). Under ``torchrun`` (:mod:`reffakd.training.distributed`)
+the same function runs in every process: rank 0 takes the lock and writes, the others follow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,7 @@ from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
 from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
+from reffakd.training.distributed import DistContext, process_group, rank_seed
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
 from reffakd.training.rundir import (
@@ -75,17 +80,30 @@ def train_student(
     out = Path(out)
     config = _recorded(config, student, data)
     absolute_paths(config.source)
-    if resume:
-        _check_resumable(RunDir(out), config, data is not None)
-        summary = check_resume(config, out)
-        if summary is not None:
-            return summary
-    prepared = _user_data(config, data) if data is not None else None
-    run_dir = open_run(out, resume, "training")
-    try:
-        return _train_locked(build_run(config, out, prepared, student), run_dir, resume, command)
-    finally:
-        run_dir.unlock()
+    with process_group(config.device) as dist, _quiet_unless(dist.is_main):
+        if resume:
+            _check_resumable(RunDir(out), config, data is not None)
+            summary = check_resume(config, out)
+            if summary is not None:
+                return summary
+        prepared = _user_data(config, data) if data is not None else None
+        locked = dist.main_first(lambda: open_run(out, resume, "training"), others=False)
+        run_dir = locked or RunDir(out)
+        try:
+            run = build_run(config, out, prepared, student, dist)
+            return _train_locked(run, run_dir, resume, command, dist)
+        finally:
+            run_dir.unlock()
+
+
+@contextlib.contextmanager
+def _quiet_unless(speaking: bool) -> Iterator[None]:
+    """Standard output only from rank 0 (one teacher line, not one per process)."""
+    if speaking:
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
@@ -164,23 +182,27 @@ def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> 
     )
 
 
-def _train_locked(
-    run: StudentRun, run_dir: RunDir, resume: bool, command: str | None
-) -> dict[str, Any]:
-    config, data = run.config, run.data
+def _write_config(run_dir: RunDir, config: TrainConfig, resume: bool) -> None:
     if resume:  # a finished run extended to more epochs is unfinished again
         run_dir.summary.unlink(missing_ok=True)
     atomic_write_text(run_dir.config, dump_yaml(config))
+
+
+def _train_locked(
+    run: StudentRun, run_dir: RunDir, resume: bool, command: str | None, dist: DistContext
+) -> dict[str, Any]:
+    config, data = run.config, run.data
+    dist.main_first(lambda: _write_config(run_dir, config, resume), others=False)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
         started = time.perf_counter()
-        run.source.setup()
+        dist.main_first(run.source.setup)
         signal_seconds = round(time.perf_counter() - started, 3)
         record = run.source.record()
     task = Distiller(run.student, run.source, run.objective)
     transform = BatchTransform(data.image_size, data.mean, data.std, run.policy)
-    seed_everything(config.seed)
+    seed_everything(rank_seed(config.seed, dist.rank))
     trainer = Trainer(
         task,
         data.splits,
@@ -191,17 +213,17 @@ def _train_locked(
         device=run.device,
         progress=config.progress,
         desc=f"{config.method} {config.student}",
-        sinks=epoch_sinks(run_dir.path, config.tensorboard),
+        sinks=epoch_sinks(run_dir.path, config.tensorboard) if dist.is_main else [],
+        compute=config.compute,
+        dist=dist,
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
-    record_command(run_dir.path, command)  # once the run is known to start or continue
+    if dist.is_main:
+        record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("student_training", run.device) as meter:
         result = trainer.fit()
     student_phase = _student_phase(run, meter.result, result.summary)
-    plot_curves(
-        result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
-    )
     summary = {
         **result.summary,
         "method": run.method.__dict__,
@@ -212,6 +234,11 @@ def _train_locked(
         "split_sizes": data.splits.sizes(),
         "seed": config.seed,
         "device": str(run.device),
+        "distributed": {
+            "world_size": dist.world_size,
+            "batch_size": config.optim.batch_size,
+            "batch_size_per_process": config.optim.batch_size // dist.world_size,
+        },
         "phases": {"teacher_signal_seconds": signal_seconds},
         "cost": cost_summary(record.phases, [student_phase]),
         "torch": torch.__version__,
@@ -222,7 +249,11 @@ def _train_locked(
         summary[record.key] = record.info
     if command:
         summary["command"] = command
-    write_summary(run_dir, summary)
+    if dist.is_main:
+        plot_curves(
+            result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
+        )
+        write_summary(run_dir, summary)
     return summary
 
 

@@ -20,7 +20,7 @@ Objectives with a warm-up (DKD) need the epoch, counted from 1: call
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,8 +29,25 @@ from torch import Tensor, nn
 from reffakd.errors import UserError
 from reffakd.kd.methods import resolve_method
 from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import TeacherSource
+from reffakd.kd.signal import TeacherSignal, TeacherSource
 from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
+
+
+def fp32_terms(
+    objective: Objective,
+    logits: Tensor,
+    labels: Tensor,
+    signal: TeacherSignal | None,
+    epoch: int,
+) -> dict[str, Tensor]:
+    """The objective's terms in fp32 whatever autocast the networks ran under: the student's
+    and the teacher's logits are cast to float32 (a no-op when they are) and every softmax, log
+    and KL runs with autocast off."""
+    logits = logits.float()
+    if signal is not None and signal.logits.dtype != torch.float32:
+        signal = replace(signal, logits=signal.logits.float())
+    with torch.autocast(logits.device.type, enabled=False):
+        return objective(logits, labels, signal, epoch)
 
 
 class DistillationLoss(nn.Module):
@@ -103,7 +120,7 @@ class DistillationLoss(nn.Module):
                 )
             self._follow(logits.device)
             signal = self.source(inputs, labels, indices)
-        return self.objective(logits, labels, signal, epoch)
+        return fp32_terms(self.objective, logits, labels, signal, epoch)
 
     def forward(
         self,

@@ -6,7 +6,8 @@ refused before anything is written:
 1. ``factory(context, **options)`` checks the options and reads what it needs (a soft-label
    file, a teacher checkpoint); it writes nothing;
 2. ``source.setup()`` does the expensive work that may write into the run directory (training
-   an autoencoder or a light teacher).
+   an autoencoder or a light teacher). Under ``torchrun`` it runs on rank 0 first; the other
+   ranks then call it with ``context.writes`` False and load what rank 0 made.
 
 Per batch, ``source(inputs, labels, indices)`` returns a :class:`TeacherSignal`. Afterwards
 ``source.record()`` says what the signal was and what it cost (a :class:`SignalRecord`), and
@@ -53,6 +54,8 @@ class SourceContext:
     progress: bool = False
     augmented: bool = True
     ae: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+    # False on the other processes of a torchrun job: rank 0 alone writes into the run directory
+    writes: bool = True
 
     @property
     def dataset(self) -> str:

@@ -45,6 +45,14 @@ class Distiller(Task):
     def learnable_parameters(self) -> Iterable[nn.Parameter]:
         return self.student.parameters()
 
+    def learnable_module(self) -> nn.Module:
+        return self.student
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The student and the frozen networks the source runs on every batch."""
+        frozen = self.source.networks_per_batch() if self.source is not None else {}
+        return {"student": self.student, **frozen}
+
     def after_step(self, outputs: Tensor, labels: Tensor, epoch: int) -> None:
         hook = getattr(self.objective, "after_step", None)
         if hook is not None:
@@ -65,14 +73,16 @@ class Distiller(Task):
     def forward_train(
         self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        logits = self.student(inputs)
+        """Under autocast the networks run in reduced precision; the loss maths does not (the
+        criterion casts both sides' logits to fp32 and runs the objective with autocast off)."""
+        logits = self.student(inputs).float()
         return logits, self.criterion.terms(logits, labels, inputs, indices, epoch)
 
     def train_sums(self, outputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return {"top1": topk_correct(outputs, labels, (1,))["top1"]}
 
     def eval_sums(self, inputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        logits = self.student(inputs)
+        logits = self.student(inputs).float()
         sums = topk_correct(logits, labels)
         sums["loss"] = F.cross_entropy(logits, labels, reduction="sum").to(torch.float64)
         return sums

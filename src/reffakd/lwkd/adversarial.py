@@ -10,8 +10,10 @@ fool it with the non-saturating GAN loss:
 
 Updates alternate: the engine's SGD step updates the student on L_student (D's weights are used
 detached, so they get no gradient from it), then ``after_step`` takes one step of D's own Adam
-optimizer on L_D with the detached p_t, p_s saved by the forward pass. The teacher gets no
-gradient anywhere. The objective is an ``nn.Module`` (it moves with the Distiller) and
+optimizer on L_D with the detached p_t, p_s saved by the forward pass. Under ``torchrun`` D's
+gradients are averaged over the processes, weighted by their samples (as DDP does for the
+student's), so D stays the same on every process. The teacher gets no gradient anywhere. The
+objective is an ``nn.Module`` (it moves with the Distiller) and
 checkpoints D and its optimizer through ``extra_state`` / ``load_extra_state``.
 """
 
@@ -27,6 +29,7 @@ from torch.func import functional_call
 from reffakd.errors import UserError
 from reffakd.kd.objectives import OBJECTIVES, KnowledgeDistillation, Objective
 from reffakd.kd.signal import TeacherSignal
+from reffakd.training.distributed import average_gradients
 
 
 class Discriminator(nn.Module):
@@ -82,7 +85,7 @@ class AdversarialKD(nn.Module, Objective):
         self.disc_betas = (float(disc_betas[0]), float(disc_betas[1]))
         self.discriminator: Discriminator | None = None
         self.disc_optimizer: torch.optim.Optimizer | None = None
-        self.last_disc_loss: float | None = None
+        self._last_disc_loss: Tensor | None = None
         self._pending: tuple[Tensor, Tensor] | None = None
         # An empty buffer that follows ``.to(device)``: where D is created when it is lazy.
         self.register_buffer("device_probe", torch.zeros(0), persistent=False)
@@ -139,8 +142,18 @@ class AdversarialKD(nn.Module, Objective):
             loss = self.discriminator_loss(p_teacher, p_student)
             self.disc_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients(self.discriminator.parameters(), len(labels))  # under torchrun
             self.disc_optimizer.step()
-        self.last_disc_loss = float(loss.detach())
+        self._last_disc_loss = loss.detach()  # read on demand: no host sync per step
+
+    @property
+    def last_disc_loss(self) -> float | None:
+        """D's loss at the last step."""
+        return None if self._last_disc_loss is None else float(self._last_disc_loss)
+
+    @last_disc_loss.setter
+    def last_disc_loss(self, value: float | None) -> None:
+        self._last_disc_loss = None if value is None else torch.tensor(value)
 
     # ----------------------------------------------------------------- checkpointing
     def extra_state(self) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class LWKDSource(TeacherSource):
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
         pick = torch.randint(self.pool_size, labels.shape)  # global CPU RNG (checkpointed)
-        rows = self.pool[labels, pick.to(labels.device)]
+        rows = self.pool[labels, pick.to(labels.device, non_blocking=True)]
         return TeacherSignal(rows, class_level=False)
 
 

@@ -81,4 +81,14 @@ def list_models() -> list[str]:
 
 
 # Importing the modules registers their models.
-from reffakd.models import cae, cifar_resnet, lenet, mobilenetv2, resnet, shufflenetv2, vgg, wrn  # noqa: E402,F401
+from reffakd.models import (  # noqa: E402,F401
+    cae,
+    cifar_resnet,
+    lenet,
+    mlp,
+    mobilenetv2,
+    resnet,
+    shufflenetv2,
+    vgg,
+    wrn,
+)

@@ -5,7 +5,9 @@ A task is an ``nn.Module`` with
 * ``forward_train(inputs, labels, indices, epoch) -> (outputs, {name: loss})`` — the losses are
   summed for the backward pass and logged by name (mdistiller's contract);
 * ``eval_sums(inputs, labels) -> {metric: sum over the batch}`` — turned into means per split;
-* ``learnable_parameters()`` — what the optimizer updates (a frozen teacher is not among them);
+* ``learnable_parameters()`` — what the optimizer updates (a frozen teacher is not among them),
+  and ``learnable_module()``, the network holding them (what DDP synchronises);
+* ``networks()`` — the networks that run on every training batch (what ``--compile`` compiles);
 * ``selection_metric`` / ``selection_mode`` — the validation metric that picks the best epoch.
 """
 
@@ -25,6 +27,13 @@ class Task(nn.Module):
 
     def learnable_parameters(self) -> Iterable[nn.Parameter]:
         return self.parameters()
+
+    def learnable_module(self) -> nn.Module:
+        return self
+
+    def networks(self) -> dict[str, nn.Module]:
+        """Networks to compile, by name (default: none)."""
+        return {}
 
     def forward_train(
         self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int

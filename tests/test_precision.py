@@ -1,0 +1,157 @@
+"""Mixed precision, channels-last, compile, and the engine's host syncs (training/precision.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_resumes_identically, make_trainer, train_args
+
+from reffakd.cli import main
+from reffakd.config import ComputeConfig, OptimConfig
+from reffakd.errors import UserError
+from reffakd.kd.signal import TeacherSignal, TeacherSource
+from reffakd.kd.task import Distiller
+from reffakd.models import build_model
+from reffakd.training.precision import check_compiler
+
+
+def fp16_autocast_works_on_cpu() -> bool:
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            model(torch.randn(2, 1, 6, 6)).float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
+def output_dtypes(trainer) -> list[torch.dtype]:
+    """Records the dtype of every student output during training."""
+    seen: list[torch.dtype] = []
+    trainer.task.student.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    return seen
+
+
+def test_bf16_autocast_trains_and_resumes_bit_identically(tmp_path):
+    compute = ComputeConfig(precision="bf16")
+
+    def make(run_dir):
+        return make_trainer(run_dir, compute=compute)
+
+    probe = make(tmp_path / "probe")
+    dtypes = output_dtypes(probe)
+    history = probe.fit().history
+    assert torch.bfloat16 in dtypes  # the student really ran in bf16
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["train_top1"] > 50.0  # 3 classes: it learned
+    assert_resumes_identically(tmp_path, make)
+
+
+@pytest.mark.skipif(not fp16_autocast_works_on_cpu(), reason="this torch has no CPU fp16 autocast")
+def test_fp16_with_grad_scaler_trains_and_resumes(tmp_path):
+    compute = ComputeConfig(precision="fp16")
+    state = assert_resumes_identically(tmp_path, lambda d: make_trainer(d, compute=compute))
+    assert state["scaler"]["scale"] > 0  # the scaler's state is checkpointed
+    history = make_trainer(tmp_path / "again", compute=compute).fit().history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_loss_maths_runs_in_fp32_under_autocast():
+    class HalfTeacher(TeacherSource):
+        def forward(self, inputs, labels, indices):
+            return TeacherSignal(torch.randn(len(labels), 3).to(torch.bfloat16), False)
+
+    received = {}
+
+    def objective(logits, labels, signal, epoch):
+        received.update(student=logits.dtype, teacher=signal.logits.dtype)
+        received["autocast"] = torch.is_autocast_enabled("cpu")
+        return {"ce": torch.nn.functional.cross_entropy(logits, labels)}
+
+    task = Distiller(build_model("lenet5", 3, 1, 16), HalfTeacher(), objective)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, losses = task.forward_train(
+            torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 0]), torch.arange(4), 1
+        )
+    assert received == {"student": torch.float32, "teacher": torch.float32, "autocast": False}
+    assert logits.dtype == torch.float32 and losses["ce"].dtype == torch.float32
+
+
+def test_channels_last_trains_like_contiguous(tmp_path):
+    plain = make_trainer(tmp_path / "plain", optim=OptimConfig(epochs=1, batch_size=16, lr=0.05))
+    nhwc = make_trainer(
+        tmp_path / "nhwc",
+        optim=OptimConfig(epochs=1, batch_size=16, lr=0.05),
+        compute=ComputeConfig(channels_last=True),
+    )
+    conv = nhwc.task.student.features[1][0].weight  # 6 input channels
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    plain.fit()
+    nhwc.fit()
+    for a, b in zip(plain.task.state_dict().values(), nhwc.task.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4)
+
+
+def test_engine_syncs_with_the_host_only_at_checks(tmp_path, monkeypatch):
+    """48 samples, batch 4: 12 steps; with a check every 5 steps the host reads device values
+    at steps 5 and 10 and at the epoch end, not once per step."""
+    trainer = make_trainer(
+        tmp_path,
+        student="mlp",
+        optim=OptimConfig(epochs=1, batch_size=4, lr=0.05, milestones=[]),
+        compute=ComputeConfig(check_every=5),
+    )
+    syncs = {"count": 0}
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            syncs["count"] += 1
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+    loader = _train_loader(trainer)
+    for name in ("item", "__float__", "__bool__", "__int__", "tolist"):
+        counting(name)
+    trainer.train_one_epoch(1, loader)
+    monkeypatch.undo()
+    # 3 checks (one .item() each) and the epoch means of loss, ce and top1 (one float() each)
+    assert syncs["count"] == 3 + 3
+
+
+def _train_loader(trainer):
+    from reffakd.data.loader import BatchLoader
+
+    return BatchLoader(trainer.splits.train, 4, shuffle=True, generator=trainer.data_generator)
+
+
+def test_bad_precision_is_a_one_line_error(tiny_data, tmp_path, capsys):
+    code = main(train_args(tiny_data, tmp_path / "x", "--precision", "fp8"))
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compute.precision" in err[0] and "fp8" in err[0]
+
+
+def test_compile_without_a_working_compiler_is_a_one_line_error(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.raises(UserError, match="--compile needs a working") as raised:
+        check_compiler(torch.device("cpu"))
+    assert "\n" not in str(raised.value) and "No working C++ compiler" in str(raised.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_autocast_channels_last_compile(tmp_path, precision):
+    compute = ComputeConfig(precision=precision, channels_last=True, compile=True)
+    check_compiler(torch.device("cuda"))
+    trainer = make_trainer(tmp_path, compute=compute, device=torch.device("cuda"))
+    dtypes = output_dtypes(trainer)
+    history = trainer.fit().history
+    assert {torch.bfloat16, torch.float16} & set(dtypes)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(torch.isfinite(v).all() for v in trainer.task.state_dict().values())
