@@ -4,7 +4,7 @@
 folders may be joined with ``os.pathsep``), the download folder ``user_cache_dir()/"datasets"``
 and the system folders ``/usr/share/datasets`` and ``/usr/local/share/datasets``. In each of them
 it looks in the subfolders named by the spec's ``folder_names`` and then in the folder itself. The
-first usable copy is read. If none is found the dataset is downloaded (with md5 verification)
+first usable copy is read. If none is found the dataset is downloaded (with checksum verification)
 into ``user_cache_dir()/"datasets"/<name>/``, unless ``download=False`` or the environment sets
 ``REFFAKD_NO_DOWNLOAD=1``.
 
@@ -89,7 +89,9 @@ class DatasetSpec:
     ``imagefolder``, where they come from the data (models then train at the native size).
     ``augment`` has ``crop_padding`` (pixels of padding for a random crop at the training size;
     0 means no crop), ``flip`` (random horizontal flip) and ``rotation`` (max degrees).
-    ``downloads`` lists (url, filename, md5 of that file).
+    ``downloads`` lists (url, filename, checksum of that file): an md5, or a sha256 where only
+    that is published (told apart by length). ``modality`` is ``image`` or ``text``; text
+    datasets leave the image fields None.
     """
 
     name: str
@@ -108,9 +110,10 @@ class DatasetSpec:
     install_hint: str = ""
     probe: Probe | None = field(default=None, repr=False, compare=False)
     explicit_only: bool = False
+    modality: str = "image"
 
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset")
+DATASETS: Registry[DatasetSpec] = Registry("dataset", autoload=("reffakd.data.text_catalog",))
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -489,20 +492,26 @@ def _downloads_disabled() -> bool:
     return os.environ.get(ENV_NO_DOWNLOAD, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _hasher(checksum: str) -> Any:
+    """sha256 for a 64-digit checksum, else md5."""
+    return hashlib.sha256() if len(checksum) == 64 else hashlib.md5(usedforsecurity=False)
+
+
+def _checksum(path: Path, like: str) -> str:
+    """The checksum of ``path``, of the same kind as ``like``."""
+    digest = _hasher(like)
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _fetch(url: str, dest: Path, md5: str) -> None:
-    """Download ``url`` to ``dest`` via a temporary file, verifying its md5."""
+def _fetch(url: str, dest: Path, checksum: str) -> None:
+    """Download ``url`` to ``dest`` via a temporary file, verifying its checksum."""
     log.info("downloading %s", url)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".part")
     try:
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = _hasher(checksum)
         with (
             os.fdopen(fd, "wb") as out,
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
@@ -510,11 +519,11 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 digest.update(chunk)
-        if digest.hexdigest() != md5:
+        if digest.hexdigest() != checksum:
             raise DataError(
-                f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; the "
-                "download was deleted. Try again later, or fetch the data by hand and pass "
-                f"--data-dir DIR or set {ENV_DATA}=DIR."
+                f"checksum mismatch for {url}: {digest.name} {digest.hexdigest()}, expected "
+                f"{checksum}; the download was deleted. Try again later, or fetch the data by hand "
+                f"and pass --data-dir DIR or set {ENV_DATA}=DIR."
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
@@ -557,10 +566,10 @@ def download_dataset(spec: DatasetSpec) -> Path:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _DownloadFailed(f"cannot create {target} ({err})") from err
-    for url, filename, md5 in spec.downloads:
+    for url, filename, checksum in spec.downloads:
         dest = target / filename
-        if not (dest.is_file() and _md5(dest) == md5):
-            _fetch(url, dest, md5)
+        if not (dest.is_file() and _checksum(dest, checksum) == checksum):
+            _fetch(url, dest, checksum)
         if _is_archive(dest):
             _extract(dest, target)
     return target
@@ -611,7 +620,8 @@ def load_dataset(
     if found is None:
         found = _download_and_locate(spec, data_dir, download)
     raw = found.read(cache_dir)
-    _check(spec, raw, found.path)
+    if spec.modality == "image":
+        _check(spec, raw, found.path)
     raw.name = spec.name
     raw.source = str(found.path)
     return raw
