@@ -91,6 +91,11 @@ class RawDataset:
     def num_classes(self) -> int:
         return self.train.num_classes
 
+    def facts(self) -> dict[str, int]:
+        """What the data says about itself, checked against the dataset's spec."""
+        channels, side = self.train.shape[:2]
+        return {"classes": self.num_classes, "channels": channels, "pixels per side": side}
+
 
 @dataclass
 class DataSplits:
