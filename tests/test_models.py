@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from reffakd.errors import UserError
-from reffakd.models import build_model, list_models
+from reffakd.models import build_model, is_text_model, list_models
 from reffakd.models.cae import ConvAutoencoder
 
-CLASSIFIERS = [name for name in list_models() if name != "cae"]
+CLASSIFIERS = [name for name in list_models() if name != "cae" and not is_text_model(name)]
 
 EXPECTED = {
     "cae",
