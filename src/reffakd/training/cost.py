@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from reffakd.models.flops import extra_recurrent_flops
+
 MIB = 2**20
 TRAIN_MULTIPLIER = 3  # forward + backward ~ 3 x forward
 INFERENCE_MULTIPLIER = 1
@@ -65,6 +67,7 @@ def forward_flops(
     input_shape: Shape,
     device: str | torch.device | None = None,
     batch_size: int = 1,
+    example_input: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """FLOPs and MACs of one forward pass per sample, counted by torch's ``FlopCounterMode``.
 
@@ -77,20 +80,34 @@ def forward_flops(
     ops and bias additions are not. torch counts a multiply-add as 2 FLOPs, so
     ``macs = flops // 2``. Returns ``{"flops", "macs", "by_op", "input_shape"}`` where ``by_op``
     maps each counted aten op to its FLOPs per sample.
+
+    ``example_input`` (e.g. int64 token ids ``(B, L)`` for a text model, see
+    :func:`reffakd.models.flops.full_length_ids`) replaces the zero batch; then ``input_shape``
+    and ``batch_size`` are read from it. Recurrent layers (LSTM/GRU) are counted by hand, the
+    correction to torch's count being ``by_op["recurrent_correction"]`` (see
+    :mod:`reffakd.models.flops`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     own_device, dtype = _model_device_dtype(model)
-    inputs = torch.zeros(batch_size, *input_shape, device=device or own_device, dtype=dtype)
+    if example_input is None:
+        inputs = torch.zeros(batch_size, *input_shape, device=device or own_device, dtype=dtype)
+    else:
+        inputs = example_input.to(device or own_device)
+        batch_size, input_shape = len(inputs), tuple(inputs.shape[1:])
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(inputs)
+        recurrent = extra_recurrent_flops(model, inputs)  # RNNs by hand; 0 without RNNs
     finally:
         model.train(was_training)
-    by_op = {str(op): n // batch_size for op, n in counter.get_flop_counts()["Global"].items()}
-    flops = counter.get_total_flops() // batch_size
+    counts = counter.get_flop_counts().get("Global", {})  # absent when nothing was counted
+    by_op = {str(op): n // batch_size for op, n in counts.items()}
+    if recurrent:
+        by_op["recurrent_correction"] = recurrent // batch_size
+    flops = (counter.get_total_flops() + recurrent) // batch_size
     return {"flops": flops, "macs": flops // 2, "by_op": by_op, "input_shape": list(input_shape)}
 
 
