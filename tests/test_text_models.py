@@ -247,6 +247,8 @@ def test_rnn_ae_learns_to_reconstruct_a_tiny_corpus() -> None:
 def test_rnn_ae_rejects_a_vocabulary_without_the_specials() -> None:
     with pytest.raises(ValueError, match="bos 2 and eos 3"):
         GRUAutoencoder(vocab_size=3)
+    with pytest.raises(ValueError, match="output_vocab 2 must cover"):
+        GRUAutoencoder(vocab_size=30, output_vocab=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +262,7 @@ def test_rnn_ae_rejects_a_vocabulary_without_the_specials() -> None:
         ("bilstm", 1_987_205),  # 300 V + 1,685,200 + 401 C
         ("bilstm2x512", 10_345_797),  # 300 V + 10,043,792 + 401 C
         ("transformer", 3_449_605),  # 256 V + 256 max_len + 3,159,552 + 257 C
-        ("rnn_ae", 72_712),  # 33 V + 39,712
+        ("rnn_ae", 72_712),  # 32 V + min(V, 2000) + 39,712
     ],
 )
 def test_parameter_counts_at_1000_tokens_5_classes(name: str, count: int) -> None:
@@ -268,9 +270,21 @@ def test_parameter_counts_at_1000_tokens_5_classes(name: str, count: int) -> Non
 
 
 def test_rnn_ae_parameter_formula() -> None:
-    for vocab in (4, 1000, 10_000):
-        assert n_params(build_model("rnn_ae", 0, vocab_size=vocab)) == 33 * vocab + 39_712
-    assert n_params(build_model("rnn_ae", 0, vocab_size=10_000)) == 369_712
+    for vocab in (5, 1000, 2000, 10_000):
+        expected = 32 * vocab + min(vocab, 2000) + 39_712
+        assert n_params(build_model("rnn_ae", 0, vocab_size=vocab)) == expected
+    assert n_params(build_model("rnn_ae", 0, vocab_size=10_000)) == 361_712
+
+
+def test_rnn_ae_predicts_rare_words_as_unk() -> None:
+    model = GRUAutoencoder(vocab_size=50, output_vocab=10).eval()
+    ids = torch.tensor([[4, 12, 9, 49, 0]])
+    assert model(ids).shape == (1, 5, 10)
+    assert model.targets(ids).tolist() == [[4, 1, 9, 1, 0]]
+    with torch.no_grad():
+        logits = model(ids)[0, :4].log_softmax(-1)
+    expected = -logits[torch.arange(4), torch.tensor([4, 1, 9, 1])].mean()
+    torch.testing.assert_close(model.per_sample_loss(ids)[0], expected)
 
 
 # ---------------------------------------------------------------------------------------------

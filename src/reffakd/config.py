@@ -20,16 +20,30 @@ from reffakd.errors import UserError, first_line
 
 @dataclass
 class DataConfig:
+    """Which data, and how it becomes model input. ``image_size`` applies to image datasets;
+    ``min_freq``, ``max_vocab``, ``max_len`` and ``textfile`` to text ones (docs/methods.md §2.9).
+    """
+
     name: str = "fashion-mnist"
     data_dir: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
     image_size: int | None = None  # None: the dataset's default model input size
     download: bool = True
+    min_freq: int = 1  # text: a token enters the vocabulary after this many training occurrences
+    max_vocab: int | None = None  # text: cap on the vocabulary, the 4 specials included
+    max_len: int | None = None  # text: padded length; None: 99th percentile of train, <= 128
+    textfile: dict[str, Any] = field(default_factory=dict)  # text: options of dataset textfile
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction must be in [0, 1).")
         _require(self.image_size is None or self.image_size >= 8, "data.image_size must be >= 8.")
+        _require(self.min_freq >= 1, "data.min_freq must be >= 1.")
+        _require(
+            self.max_vocab is None or self.max_vocab >= 5,
+            "data.max_vocab must be >= 5 (the 4 special tokens and one word).",
+        )
+        _require(self.max_len is None or self.max_len >= 1, "data.max_len must be >= 1.")
 
 
 @dataclass
@@ -40,8 +54,10 @@ class AugmentConfig:
     crop_padding: int | None = None
     flip: bool | None = None
     rotation: float | None = None
+    token_dropout: float = 0.0  # text: probability that a word becomes <unk> in training
 
     def __post_init__(self) -> None:
+        _require(0.0 <= self.token_dropout < 1.0, "augment.token_dropout must be in [0, 1).")
         _require(
             self.crop_padding is None or self.crop_padding >= 0,
             "augment.crop_padding must be >= 0.",
@@ -112,14 +128,17 @@ class SoftLabelConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=4, milestones=[3]))
     samples_per_class: int = 40
     boost: float | None = None  # None: the dataset's default
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the dataset's default (1 for images)
     seed: int = 0
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
         _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
-        _require(self.temperature > 0, "the soft-label temperature must be > 0.")
+        _require(
+            self.temperature is None or self.temperature > 0,
+            "the soft-label temperature must be > 0.",
+        )
 
 
 def ae_config_for(config: TrainConfig) -> SoftLabelConfig:

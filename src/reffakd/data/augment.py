@@ -55,6 +55,11 @@ class BatchTransform:
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
         self.policy = policy or AugmentPolicy()
 
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are augmented (evaluation ones never are)."""
+        return not self.policy.is_identity
+
     def __call__(
         self, images: Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> Tensor:

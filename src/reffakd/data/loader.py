@@ -4,11 +4,44 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from reffakd.data.dataset import ImageSplit
+
+class Split(Protocol):
+    """What a batch gathers from: ``inputs`` (uint8 images, token ids, ...) and ``labels``."""
+
+    @property
+    def inputs(self) -> Tensor: ...
+
+    labels: Tensor
+
+    def __len__(self) -> int: ...
+
+
+class Splits(Protocol):
+    """Train / validation / test of any modality."""
+
+    train: Split
+    val: Split
+    test: Split
+
+
+class Transform(Protocol):
+    """A batch transform: raw batch inputs -> model inputs, on the batch's device.
+
+    ``train`` switches augmentation on; its random numbers come from ``generator``.
+    ``augments`` says whether training inputs differ from evaluation inputs at all.
+    """
+
+    @property
+    def augments(self) -> bool: ...
+
+    def __call__(
+        self, inputs: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor: ...
 
 
 @dataclass
@@ -27,7 +60,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        split: ImageSplit,
+        split: Split,
         batch_size: int,
         *,
         device: torch.device | str = "cpu",

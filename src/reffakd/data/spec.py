@@ -49,6 +49,8 @@ class DatasetSpec:
     default_image_size: int | None
     class_names: list[str] | None = None
     aesl_boost: float = 0.008
+    aesl_temperature: float = 1.0
+    max_len: int | None = None  # text: default padded length (None: see default_max_len)
     augment: dict[str, Any] = field(
         default_factory=lambda: {"crop_padding": 0, "flip": True, "rotation": 15}
     )

@@ -31,11 +31,13 @@ from torch import Tensor
 
 from reffakd.data.dataset import stratified_split
 from reffakd.errors import DataError, UserError
+from reffakd.files import atomic_write_text
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 VOCAB_FORMAT = "reffakd-vocab"
 VOCAB_VERSION = 1
+VOCAB_FILE = "vocab.json"  # the vocabulary's name in a run directory
 # default max_len: the 99th percentile of the training lengths, at most MAX_LEN_CAP tokens
 MAX_LEN_QUANTILE = 0.99
 MAX_LEN_CAP = 128
@@ -127,7 +129,7 @@ class Vocab:
             "fingerprint": self.fingerprint(),
             "tokens": self.itos,
         }
-        Path(path).write_text(json.dumps(document, ensure_ascii=False, indent=0), "utf-8")
+        atomic_write_text(Path(path), json.dumps(document, ensure_ascii=False, indent=0))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocab:
@@ -432,6 +434,11 @@ class TokenDropout:
             raise UserError(f"token dropout must be in [0, 1], got {p}")
         self.p = p
 
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are changed (evaluation ones never are)."""
+        return self.p > 0.0
+
     def __call__(
         self, inputs: Tensor, *, train: bool = False, generator: torch.Generator | None = None
     ) -> Tensor:
@@ -440,3 +447,25 @@ class TokenDropout:
         draw = torch.rand(inputs.shape, generator=generator) < self.p
         drop = draw.to(inputs.device) & (inputs >= len(SPECIALS))
         return torch.where(drop, torch.full_like(inputs, UNK), inputs)
+
+
+class TextBatchTransform:
+    """The engine's transform for token ids: trim the batch, then token dropout when training.
+
+    Trimming drops the pad columns after the batch's longest row, ``(B, L) -> (B, L')`` with
+    ``L' = max_i length_i`` (at least 1). Text models ignore trailing pads (their outputs do not
+    change, up to float rounding), so this only saves the work of running them over padding.
+    """
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        self.dropout = TokenDropout(dropout)
+
+    @property
+    def augments(self) -> bool:
+        return self.dropout.augments
+
+    def __call__(
+        self, inputs: Tensor, *, train: bool = False, generator: torch.Generator | None = None
+    ) -> Tensor:
+        width = max(int((inputs != PAD).sum(1).max()), 1) if len(inputs) else inputs.shape[1]
+        return self.dropout(inputs[:, :width], train=train, generator=generator)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from reffakd.config import TrainConfig, ae_config_for
-from reffakd.data.augment import AugmentPolicy
-from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
+from reffakd.data.loader import Transform
+from reffakd.data.prepare import PreparedData, prepare_data
 from reffakd.data.spec import get_spec
 from reffakd.kd.methods import ResolvedMethod, resolve_method
 from reffakd.kd.objectives import OBJECTIVES, Objective, build_objective
@@ -29,7 +29,7 @@ class StudentRun:
     data: PreparedData
     method: ResolvedMethod
     device: torch.device
-    policy: AugmentPolicy
+    transform: Transform
     student: nn.Module
     source: TeacherSource | None
     objective: Objective
@@ -53,10 +53,9 @@ def build_run(config: TrainConfig, run_dir: Path, data: PreparedData | None = No
     method = validate_names(config)
     device = resolve_device(config.device)
     data = data or prepare_data(config.data)
-    policy = augment_policy(data.spec, config.augment)
-    splits = data.splits
+    transform = data.batch_transform(config.augment)
     seed_everything(config.seed)
-    student = build_model(config.student, splits.num_classes, splits.in_channels, data.image_size)
+    student = build_model(config.student, data.splits.num_classes, **data.model_input)
     source = None
     if method.source is not None:
         context = SourceContext(
@@ -67,12 +66,12 @@ def build_run(config: TrainConfig, run_dir: Path, data: PreparedData | None = No
             student=config.student,
             seed=config.seed,
             progress=config.progress,
-            augmented=not policy.is_identity,
+            augmented=transform.augments,
             ae=ae_config_for(config),
         )
         source = build_source(method.source, method.source_options, context)
     objective = build_objective(method.loss, method.loss_options)
-    return StudentRun(config, data, method, device, policy, student, source, objective)
+    return StudentRun(config, data, method, device, transform, student, source, objective)
 
 
 def absolute_paths(source_options: dict[str, Any]) -> None:

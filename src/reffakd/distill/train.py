@@ -18,7 +18,6 @@ import torch
 
 from reffakd import __version__
 from reffakd.config import TrainConfig, dump_yaml
-from reffakd.data.augment import BatchTransform
 from reffakd.distill.build import StudentRun, build_run
 from reffakd.files import atomic_write_text
 from reffakd.kd.signal import SignalRecord
@@ -47,6 +46,7 @@ def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> di
 def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, Any]:
     config, data = run.config, run.data
     atomic_write_text(run_dir.config, dump_yaml(config))
+    data.save_inputs(run_dir.path)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -55,12 +55,11 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
         signal_seconds = round(time.perf_counter() - started, 3)
         record = run.source.record()
     task = Distiller(run.student, run.source, run.objective)
-    transform = BatchTransform(data.image_size, data.mean, data.std, run.policy)
     seed_everything(config.seed)
     trainer = Trainer(
         task,
         data.splits,
-        transform,
+        run.transform,
         config.optim,
         run_dir,
         seed=config.seed,
@@ -84,6 +83,7 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
         "dataset": data.spec.name,
         "data_source": data.splits.source,
         "split_sizes": data.splits.sizes(),
+        "inputs": data.describe(),
         "seed": config.seed,
         "device": str(run.device),
         "phases": {"teacher_signal_seconds": signal_seconds},
@@ -108,7 +108,7 @@ def _student_phase(
     return phase_cost(
         "student_training",
         networks,
-        run.data.input_shape,
+        run.data.example_input(),
         run.config.optim.epochs * len(run.data.splits.train),
         {**meter, "seconds": summary["seconds_total"]},
         trained=["student"],

@@ -16,12 +16,26 @@ Parameter counts, with ``V`` the vocabulary size (specials included) and ``C`` t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reffakd.models import register_model
+from reffakd.models import ModelFactory, register_model
+
+# The input ``reffakd list models`` counts a text model at.
+DEFAULT_INPUT = {"vocab_size": 10_000, "max_len": 64}
+
+
+def register_text_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a text factory, declaring the input its listing is counted at."""
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        factory.default_input = DEFAULT_INPUT  # type: ignore[attr-defined]
+        return register_model(name)(factory)
+
+    return decorator
 
 
 def token_mask(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
@@ -202,7 +216,7 @@ class TransformerClassifier(nn.Module):
         return self.fc(pooled)
 
 
-@register_model("textcnn")
+@register_text_model("textcnn")
 def textcnn(
     num_classes: int, vocab_size: int, max_len: int = 128, pad_id: int = 0, dropout: float = 0.5
 ) -> TextCNN:
@@ -211,14 +225,14 @@ def textcnn(
     return TextCNN(num_classes, vocab_size, pad_id=pad_id, dropout=dropout)
 
 
-@register_model("bilstm")
+@register_text_model("bilstm")
 def bilstm(num_classes: int, vocab_size: int, max_len: int = 128, pad_id: int = 0) -> nn.Module:
     """Tang et al.'s BiLSTM student (300/300, head 600-400-C); ``max_len`` is not used."""
     _check_text_sizes(vocab_size, max_len)
     return BiLSTMClassifier(num_classes, vocab_size, pad_id=pad_id)
 
 
-@register_model("bilstm2x512")
+@register_text_model("bilstm2x512")
 def bilstm2x512(
     num_classes: int, vocab_size: int, max_len: int = 128, pad_id: int = 0
 ) -> nn.Module:
@@ -230,7 +244,7 @@ def bilstm2x512(
     return BiLSTMClassifier(num_classes, vocab_size, pad_id=pad_id, hidden=512, layers=2)
 
 
-@register_model("transformer")
+@register_text_model("transformer")
 def transformer(
     num_classes: int, vocab_size: int, max_len: int = 128, pad_id: int = 0, dropout: float = 0.1
 ) -> TransformerClassifier:

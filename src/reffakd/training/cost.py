@@ -39,6 +39,9 @@ TRAIN_MULTIPLIER = 3  # forward + backward ~ 3 x forward
 INFERENCE_MULTIPLIER = 1
 
 Shape = Sequence[int]
+# What a network is counted on: a per-sample shape (a zero batch of the model's dtype), or an
+# example batch (e.g. the token ids of :meth:`reffakd.data.prepare.PreparedData.example_input`).
+ModelInput = Shape | torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,10 +300,13 @@ def _is_trained(model: nn.Module) -> bool:
 
 
 def network_cost(
-    model: nn.Module, input_shape: Shape, samples_seen: int, trained: bool
+    model: nn.Module, model_input: ModelInput, samples_seen: int, trained: bool
 ) -> dict[str, Any]:
     """Parameters, per-sample forward FLOPs/MACs and the phase FLOPs of one network."""
-    forward = forward_flops(model, input_shape)
+    if isinstance(model_input, torch.Tensor):
+        forward = forward_flops(model, model_input.shape[1:], example_input=model_input)
+    else:
+        forward = forward_flops(model, model_input)
     cost = training_flops if trained else inference_flops
     return {
         "trained": trained,
@@ -317,7 +323,7 @@ def network_cost(
 def phase_cost(
     name: str,
     models: Mapping[str, nn.Module],
-    input_shape: Shape | Mapping[str, Shape],
+    input_shape: ModelInput | Mapping[str, ModelInput],
     samples_seen: int | Mapping[str, int],
     meter_result: Mapping[str, Any] | None = None,
     trained: Collection[str] | None = None,
@@ -326,8 +332,9 @@ def phase_cost(
 
     ``models`` names the networks that ran in the phase, e.g. ``{"student": s, "teacher": t}``
     (for soft-label computation pass only what runs, e.g. the autoencoder's ``encoder``).
-    ``input_shape`` and ``samples_seen`` (samples each network processed, summed over epochs)
-    are shared or given per network. ``trained`` names the networks being trained (3 x forward
+    ``input_shape`` (a per-sample shape or an example batch, see :data:`ModelInput`) and
+    ``samples_seen`` (samples each network processed, summed over epochs) are shared or given
+    per network. ``trained`` names the networks being trained (3 x forward
     per sample); the rest only run forward (1 x). By default a network is trained when any of
     its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`.
 

@@ -22,9 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reffakd.config import OptimConfig
-from reffakd.data.augment import BatchTransform
-from reffakd.data.dataset import DataSplits
-from reffakd.data.loader import BatchLoader
+from reffakd.data.loader import BatchLoader, Splits, Transform
 from reffakd.errors import NonFiniteLossError, UserError, first_line
 from reffakd.files import atomic_torch_save, atomic_write_text
 from reffakd.runtime import capture_rng_state, restore_rng_state
@@ -47,8 +45,8 @@ class Trainer:
     """Runs ``task`` on ``splits`` with SGD + MultiStepLR, writing into ``run_dir``."""
 
     task: Task
-    splits: DataSplits
-    transform: BatchTransform
+    splits: Splits
+    transform: Transform
     optim: OptimConfig
     run_dir: RunDir
     seed: int = 0
@@ -225,7 +223,7 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate_task(
-    task: nn.Module, loader: BatchLoader, transform: BatchTransform
+    task: nn.Module, loader: BatchLoader, transform: Transform
 ) -> dict[str, float]:
     """Mean of ``task.eval_sums`` over a split, in eval mode and without augmentation."""
     was_training = task.training
