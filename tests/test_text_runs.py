@@ -18,7 +18,7 @@ from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.prepare import PreparedText, prepare_data
-from reffakd.data.text import PAD, UNK, TextBatchTransform, Vocab
+from reffakd.data.text import PAD, UNK, TextBatchTransform, TextSplit, Vocab
 from reffakd.errors import UserError
 from reffakd.kd.methods import PRESETS
 from reffakd.models import build_model
@@ -98,6 +98,14 @@ def text_soft_labels(text_data, tmp_path_factory, module_env) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tokens(text_data, module_env) -> int:
+    """The tiny data's mean training length, rounded up: what text models are counted at."""
+    data = prepare_data(DataConfig(name="sst2", data_dir=str(text_data)))
+    assert isinstance(data, PreparedText)
+    return data.tokens_per_sample
+
+
 def summary_of(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
@@ -119,7 +127,9 @@ def test_prepared_text_gives_model_input_example_and_transform(text_data):
     # the vocabulary comes from the training part only: 10% of train held out as validation
     assert data.splits.sizes() == {"train": 86, "val": 10, "test": 32}
     assert set(POSITIVE + NEGATIVE + FILLER) >= set(vocab.itos[4:])
-    assert torch.equal(data.example_input(2), torch.full((2, 12), UNK))
+    mean = data.splits.train.lengths.double().mean().item()
+    assert data.tokens_per_sample == math.ceil(mean) < 12
+    assert torch.equal(data.example_input(2), torch.full((2, data.tokens_per_sample), UNK))
     model = build_model("textcnn", 2, **data.model_input)
     assert model(data.example_input(3)).shape == (3, 2)
     transform = data.batch_transform(AugmentConfig())
@@ -129,6 +139,27 @@ def test_prepared_text_gives_model_input_example_and_transform(text_data):
     assert trimmed.shape[1] == int(data.splits.train.lengths[:5].max())
     assert torch.equal(trimmed, batch[:, : trimmed.shape[1]])
     assert data.batch_transform(AugmentConfig(token_dropout=0.2)).augments
+
+
+def test_text_batches_group_texts_of_similar_length():
+    lengths = torch.tensor([3, 9, 1, 4, 7, 2, 8, 5, 6, 1, 2])
+    split = TextSplit(
+        (torch.arange(12)[None] < lengths[:, None]).long() * 7,
+        lengths,
+        torch.zeros(11, dtype=torch.long),
+        ["a", "b"],
+        ["x"] * 11,
+    )
+    order = torch.randperm(11, generator=torch.Generator().manual_seed(0))
+    arranged = split.batch_order(order, 3, torch.Generator().manual_seed(1))
+    assert sorted(arranged.tolist()) == list(range(11))
+    batches = [sorted(lengths[b].tolist()) for b in arranged.split(3)]
+    # one chunk here: the full batches are the sorted lengths cut in threes, shuffled; the
+    # short batch (the two longest texts) stays last
+    assert sorted(batches[:3]) == [[1, 1, 2], [2, 3, 4], [5, 6, 7]]
+    assert batches[3] == [8, 9]
+    evaluation = split.batch_order(torch.arange(11), 3, None)
+    assert lengths[evaluation].tolist() == sorted(lengths.tolist())
 
 
 def test_text_batch_transform_trims_to_the_longest_row():
@@ -160,7 +191,7 @@ def test_options_of_the_other_modality_are_refused(text_data, tiny_data, config,
 
 
 # --------------------------------------------------------------------------- soft labels
-def test_text_soft_labels_shape_rows_and_records(text_soft_labels):
+def test_text_soft_labels_shape_rows_and_records(text_soft_labels, tokens):
     labels = SoftLabels.load(text_soft_labels / "soft_labels.pt")
     meta = labels.meta
     assert labels.table.shape == (2, 2) and labels.similarity.shape == (2, 2)
@@ -179,7 +210,7 @@ def test_text_soft_labels_shape_rows_and_records(text_soft_labels):
     summary = summary_of(text_soft_labels)
     phases = {p["phase"]: p for p in summary["cost"]["phases"]}
     encoder = phases["soft_label_computation"]["networks"]["rnn_ae_encoder"]
-    assert encoder["samples_seen"] == 16 and encoder["input_shape"] == [56]
+    assert encoder["samples_seen"] == 16 and encoder["input_shape"] == [tokens]
     assert phases["autoencoder_training"]["networks"]["rnn_ae"]["trained"]
     vocab = Vocab.load(text_soft_labels / "vocab.json")
     assert summary["inputs"]["vocab_fingerprint"] == vocab.fingerprint()
@@ -207,7 +238,7 @@ def preset_flags(name: str, teacher: Path, soft_labels: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", PRESETS.names())
 def test_every_preset_trains_a_text_student(
-    text_data, tmp_path, text_teacher, text_soft_labels, name
+    text_data, tmp_path, text_teacher, text_soft_labels, tokens, name
 ):
     out = tmp_path / "run"
     flags = preset_flags(name, text_teacher, text_soft_labels)
@@ -219,18 +250,19 @@ def test_every_preset_trains_a_text_student(
     assert summary["inputs"]["modality"] == "text"
     assert Vocab.load(out / "vocab.json") == Vocab.load(text_teacher / "vocab.json")
     student = next(p for p in summary["cost"]["phases"] if p["phase"] == "student_training")
-    assert student["networks"]["student"]["input_shape"] == [56]
+    assert student["networks"]["student"]["input_shape"] == [tokens]
     if PRESETS.get(name).source == "lwkd":
         config = (out / "light_teacher" / "config.yaml").read_text()
         assert "in_channels: 1" in config and "image_size: 32" in config
 
 
-def test_kd_teacher_counts_on_token_ids(text_data, tmp_path, text_teacher):
+def test_kd_teacher_counts_on_token_ids(text_data, tmp_path, text_teacher, tokens):
     out = tmp_path / "kd"
     assert main(text_args(text_data, out, "--method", "kd", "--teacher", str(text_teacher))) == 0
     student = next(p for p in summary_of(out)["cost"]["phases"] if p["phase"] == "student_training")
     teacher = student["networks"]["teacher"]
-    conv = sum(2 * (56 - k + 1) * k * 300 * 100 for k in (3, 4, 5))
+    # textcnn pads a text shorter than its widest filter (5) to that width
+    conv = sum(2 * (max(tokens, 5) - k + 1) * k * 300 * 100 for k in (3, 4, 5))
     assert teacher["forward_flops"] == conv + 2 * 300 * 2 and not teacher["trained"]
 
 
@@ -280,7 +312,7 @@ def test_listings_show_text_entries(capsys):
 
 
 def test_cost_of_a_text_model(text_data, capsys):
-    args = ["cost", "textcnn", "--dataset", "sst2", "--vocab-size", "1000", "--max-len", "20"]
+    args = ["cost", "textcnn", "--dataset", "sst2", "--vocab-size", "1000", "--tokens", "20"]
     assert main([*args, "--json"]) == 0
     cost = json.loads(capsys.readouterr().out)
     conv = sum(2 * (20 - k + 1) * k * 300 * 100 for k in (3, 4, 5))
@@ -290,6 +322,8 @@ def test_cost_of_a_text_model(text_data, capsys):
     measured = ["cost", "rnn_ae", "--dataset", "sst2", "--data-dir", str(text_data), "--json"]
     assert main(measured) == 0
     cost = json.loads(capsys.readouterr().out)
-    assert cost["input_shape"] == [56] and cost["train_samples_per_epoch"] == 86
+    data = prepare_data(DataConfig(name="sst2", data_dir=str(text_data)))
+    assert cost["input_shape"] == [data.tokens_per_sample]
+    assert cost["train_samples_per_epoch"] == 86
     assert main([*args, "--image-size", "32"]) == 2
     assert "--image-size applies to image" in one_line_error(capsys)

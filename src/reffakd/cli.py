@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--vocab-size", type=int, help="text: vocabulary size (default: measured on the data)"
     )
     cost.add_argument(
-        "--max-len", type=int, help="text: padded length (default: measured on the data)"
+        "--tokens", type=int, help="text: tokens per text (default: the data's mean length)"
     )
     cost.add_argument("--data-dir", help="text: where to measure vocabulary and length")
     cost.add_argument("--batch-size", type=int, default=128, help="for steps per epoch")
@@ -302,7 +302,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         args.in_channels,
         args.num_classes,
         args.vocab_size,
-        args.max_len,
+        args.tokens,
         args.val_fraction,
         args.data_dir,
     )

@@ -60,6 +60,12 @@ class ImageSplit:
         """What a batch gathers from: the uint8 images."""
         return self.images
 
+    def batch_order(
+        self, order: Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """The epoch's sample order, unchanged: image batches are plain slices of it."""
+        return order
+
     def subset(self, indices: torch.Tensor) -> ImageSplit:
         return ImageSplit(self.images[indices], self.labels[indices], list(self.class_names))
 

@@ -11,7 +11,11 @@ from torch import Tensor
 
 
 class Split(Protocol):
-    """What a batch gathers from: ``inputs`` (uint8 images, token ids, ...) and ``labels``."""
+    """What a batch gathers from: ``inputs`` (uint8 images, token ids, ...) and ``labels``.
+
+    ``batch_order(order, batch_size, generator)`` may rearrange an epoch's sample order before
+    it is cut into batches (text groups texts of similar length; images keep the order).
+    """
 
     @property
     def inputs(self) -> Tensor: ...
@@ -19,6 +23,10 @@ class Split(Protocol):
     labels: Tensor
 
     def __len__(self) -> int: ...
+
+    def batch_order(
+        self, order: Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor: ...
 
 
 class Splits(Protocol):
@@ -71,6 +79,7 @@ class BatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
+        self.split = split
         self.inputs = split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
@@ -85,6 +94,8 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        generator = self.generator if self.shuffle else None
+        order = self.split.batch_order(order, self.batch_size, generator)
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]

@@ -9,7 +9,8 @@ rest of the package needs to know about the inputs goes through it:
   ``in_channels``, ``image_size``; text: ``vocab_size``, ``max_len``, ``pad_id``), so
   ``build_model(name, num_classes, **data.model_input)`` builds any model for the data;
 * ``example_input(batch)``: a model-ready batch for cost counting (zero images at the model's
-  size; token ids at the padded length, every position a real token);
+  size; token ids of the mean training length, every position a real token: batches are
+  grouped by length and trimmed to their longest text, so a text costs about its own length);
 * ``batch_transform(augment)``: the engine's transform (images: augment, resize, normalise;
   text: trim each batch to its longest row, token dropout (off by default));
 * ``save_inputs(folder)`` / ``input_mismatch(run, config)``: what a run directory records about
@@ -21,6 +22,7 @@ Options of one modality set on a dataset of another are refused, never ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,9 +172,16 @@ class PreparedText(PreparedData):
     def model_input(self) -> dict[str, int]:
         return {"vocab_size": len(self.vocab), "max_len": self.splits.max_len, "pad_id": PAD}
 
+    @property
+    def tokens_per_sample(self) -> int:
+        """The mean length of the training texts, rounded up: what a text is counted at."""
+        lengths = self.splits.train.lengths
+        mean = math.ceil(float(lengths.double().mean())) if len(lengths) else 1
+        return min(max(mean, 1), self.splits.max_len)
+
     def example_input(self, batch_size: int = 1) -> Tensor:
-        """Every position a real token (``<unk>``): a text model is counted at its padded length."""
-        return torch.full((batch_size, self.splits.max_len), UNK, dtype=torch.int64)
+        """``tokens_per_sample`` real tokens (``<unk>``) per row, no padding."""
+        return torch.full((batch_size, self.tokens_per_sample), UNK, dtype=torch.int64)
 
     def batch_transform(self, augment: AugmentConfig) -> TextBatchTransform:
         _refuse_foreign(augment, self.augment_options, AUGMENT_OPTIONS, "augment", self.spec)
@@ -181,6 +190,7 @@ class PreparedText(PreparedData):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "tokens_per_sample": self.tokens_per_sample,
             "vocab_fingerprint": self.vocab.fingerprint(),
             "truncated": dict(self.splits.truncated),
             **self.splits.extra,

@@ -41,6 +41,7 @@ VOCAB_FILE = "vocab.json"  # the vocabulary's name in a run directory
 # default max_len: the 99th percentile of the training lengths, at most MAX_LEN_CAP tokens
 MAX_LEN_QUANTILE = 0.99
 MAX_LEN_CAP = 128
+GROUP_BATCHES = 50  # training batches sorted by length together (TextSplit.batch_order)
 
 _WORD_END = r"(?![^\W_])"
 _TOKEN = re.compile(
@@ -216,6 +217,30 @@ class TextSplit:
     def inputs(self) -> Tensor:
         """What a batch gathers from: the padded token ids."""
         return self.tokens
+
+    def batch_order(
+        self, order: Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """``order`` rearranged so that each batch holds texts of similar length.
+
+        Batches are trimmed to their longest text, so this saves the work on padding. Without a
+        ``generator`` (evaluation) the texts are sorted by length. With one (training), ``order``
+        (already random) is cut into chunks of ``GROUP_BATCHES`` batches, each chunk is sorted by
+        length (stably) and cut into batches, and the full batches are shuffled with
+        ``generator``; a final short batch stays last (the bucketing of torchtext's
+        ``BucketIterator``).
+        """
+        if generator is None:
+            return order[torch.sort(self.lengths[order], stable=True).indices]
+        chunks = [
+            part[torch.sort(self.lengths[part], stable=True).indices]
+            for part in order.split(batch_size * GROUP_BATCHES)
+        ]
+        arranged = torch.cat(chunks) if chunks else order
+        full = len(arranged) // batch_size
+        batches = arranged[: full * batch_size].view(full, batch_size)
+        shuffled = batches[torch.randperm(full, generator=generator)].reshape(-1)
+        return torch.cat([shuffled, arranged[full * batch_size :]])
 
     def subset(self, indices: Tensor) -> TextSplit:
         return TextSplit(

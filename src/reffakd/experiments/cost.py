@@ -1,10 +1,11 @@
 """``reffakd cost MODEL --dataset D``: a model's parameters, FLOPs and MACs at a dataset's input.
 
 For image datasets it reads only the dataset's spec, never its files. A text model's size and
-cost depend on the vocabulary and the padded length: given both (``--vocab-size``,
-``--max-len``) nothing is read either; otherwise they are measured on the data (found like for
-``reffakd train``), with the default data settings. Counting conventions are those of
-:mod:`reffakd.training.cost` (a text model at its padded length, every position a token).
+cost depend on the vocabulary and the text length: given both (``--vocab-size``, ``--tokens``)
+nothing is read either; otherwise they are measured on the data (found like for ``reffakd
+train``), with the default data settings: the vocabulary size and the mean training length.
+Counting conventions are those of :mod:`reffakd.training.cost` (a text model on a text of the
+mean training length, every position a token, as in training runs).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from reffakd.config import DataConfig
-from reffakd.data.prepare import prepare_data
+from reffakd.data.prepare import PreparedText, prepare_data
 from reffakd.data.spec import DatasetSpec, get_spec
 from reffakd.data.text import PAD, UNK
 from reffakd.errors import UserError, first_line
@@ -106,7 +107,7 @@ class CostOptions:
     in_channels: int | None = None
     num_classes: int | None = None
     vocab_size: int | None = None
-    max_len: int | None = None
+    tokens: int | None = None
     val_fraction: float = 0.1
     data_dir: str | None = None
 
@@ -125,16 +126,16 @@ def _image_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
 
 
 def _text_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
-    """Vocabulary size and padded length from the options, else measured on the data."""
-    vocab, length, classes = options.vocab_size, options.max_len, options.num_classes
+    """Vocabulary size and tokens per text from the options, else measured on the data."""
+    vocab, length, classes = options.vocab_size, options.tokens, options.num_classes
     samples = train_split_size(spec.name, options.val_fraction)
     where = "given"
     if vocab is None or length is None:
         data = prepare_data(
             DataConfig(name=spec.name, data_dir=options.data_dir, val_fraction=options.val_fraction)
         )
-        measured = data.model_input
-        vocab, length = vocab or measured["vocab_size"], length or measured["max_len"]
+        assert isinstance(data, PreparedText)
+        vocab, length = vocab or len(data.vocab), length or data.tokens_per_sample
         classes, samples = classes or data.splits.num_classes, len(data.splits.train)
         where = f"measured on {data.splits.source}"
     classes = classes or spec.num_classes
@@ -154,7 +155,7 @@ COST_INPUTS: dict[str, Callable[[DatasetSpec, CostOptions], CostInput]] = {
     "text": _text_cost_input,
 }
 # The options that only one modality takes.
-MODALITY_OPTIONS = {"image": ("image_size", "in_channels"), "text": ("vocab_size", "max_len")}
+MODALITY_OPTIONS = {"image": ("image_size", "in_channels"), "text": ("vocab_size", "tokens")}
 
 
 def cost_input(dataset: str, options: CostOptions | None = None) -> CostInput:

@@ -59,7 +59,8 @@ class TextCNN(nn.Module):
     b)`` is pooled over the windows inside the sentence, ``t = 0 .. max(n, k) - k``: a sentence
     shorter than ``k`` gives one window, its tokens followed by zero (pad) embeddings (inputs
     shorter than the widest filter are padded to it). Other positions are masked with ``-inf``
-    before the max. Kim's l2 max-norm constraint on the last layer is not applied.
+    before the max. Word vectors start uniform in [-0.25, 0.25] as in Kim's CNN-rand (the pad
+    row at zero). Kim's l2 max-norm constraint on the last layer is not applied.
     """
 
     def __init__(
@@ -76,6 +77,9 @@ class TextCNN(nn.Module):
         self.pad_id = pad_id
         self.widths = widths
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        nn.init.uniform_(self.embedding.weight, -0.25, 0.25)  # Kim's random word vectors
+        with torch.no_grad():
+            self.embedding.weight[pad_id].zero_()
         self.convs = nn.ModuleList(nn.Conv1d(embedding_dim, filters, k) for k in widths)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(filters * len(widths), num_classes)
