@@ -4,7 +4,9 @@
    the engine: the length-grouped batch order, index gathers, trimming to the longest text,
    forward, backward, SGD step, metrics. Pure compute is the same forward+backward+step calls
    of the same model on the very same batches, made before the clock starts. 1.0 means the text
-   pipeline is free.
+   pipeline is free. Both are timed in wall seconds and in CPU seconds of this process
+   (``time.process_time``); on a machine shared with other jobs the CPU-time ratio is the
+   steadier one.
 2. Soft labels against a teacher, measured one epoch each and scaled to a schedule: FLOPs and
    seconds of training the ``rnn_ae`` for ``--ae-epochs`` epochs and embedding k samples per
    class, against training the teacher for ``--teacher-epochs`` epochs and running it frozen on
@@ -64,45 +66,64 @@ def engine_epoch(data: PreparedData, tmp: str, seed: int) -> tuple[float, list]:
     ]
     trainer.data_generator.set_state(state)  # the engine sees the very same batches
     loader = _loader(trainer, data, BATCH)
-    started = time.perf_counter()
-    trainer.train_one_epoch(1, loader)
-    return time.perf_counter() - started, batches
+    with Clock() as clock:
+        trainer.train_one_epoch(1, loader)
+    return clock, batches
 
 
-def pure_compute(data: PreparedData, batches: list, seed: int) -> float:
+class Clock:
+    """Wall and process-CPU seconds of a ``with`` block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def pure_compute(data: PreparedData, batches: list, seed: int) -> Clock:
     """Forward+backward+step of textcnn on batches made before the clock starts."""
     torch.manual_seed(seed)
     model = build_model("textcnn", data.splits.num_classes, **data.model_input)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=5e-4)
     model.train()
-    started = time.perf_counter()
-    for inputs, labels in batches:
-        loss = F.cross_entropy(model(inputs), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
+    with Clock() as clock:
+        for inputs, labels in batches:
+            loss = F.cross_entropy(model(inputs), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return clock
 
 
 def pipeline_ratio(data: PreparedData, epochs: int, tmp: str) -> dict:
     rows = []
     for epoch in range(epochs):
-        seconds, batches = engine_epoch(data, tmp, seed=epoch)
+        engine, batches = engine_epoch(data, tmp, seed=epoch)
         pure = pure_compute(data, batches, seed=epoch)
-        rows.append(seconds / pure)
+        rows.append({"wall": engine.wall / pure.wall, "cpu": engine.cpu / pure.cpu})
         print(
-            f"  textcnn epoch {seconds:7.1f}s  pure compute {pure:7.1f}s  ratio "
-            f"{seconds / pure:.3f}  {len(data.splits.train) / seconds:,.0f} texts/s"
+            f"  textcnn epoch {engine.wall:7.1f}s wall / {engine.cpu:7.1f}s CPU, pure compute "
+            f"{pure.wall:7.1f}s / {pure.cpu:7.1f}s: ratio {rows[-1]['wall']:.3f} wall, "
+            f"{rows[-1]['cpu']:.3f} CPU; {len(data.splits.train) / engine.wall:,.0f} texts/s"
         )
-    return {"textcnn_epoch_over_pure": round(statistics.median(rows), 3), "ratios": rows}
+    return {
+        "textcnn_epoch_over_pure_wall": round(statistics.median(r["wall"] for r in rows), 3),
+        "textcnn_epoch_over_pure_cpu": round(statistics.median(r["cpu"] for r in rows), 3),
+        "ratios": rows,
+    }
 
 
 def timed_epoch(task: torch.nn.Module, data: PreparedData, tmp: str, batch: int) -> float:
+    """CPU seconds of one training epoch (steadier than wall time on a shared machine)."""
     trainer = _trainer(task, data, tmp, batch)
     loader = _loader(trainer, data, batch)
-    started = time.perf_counter()
-    trainer.train_one_epoch(1, loader)
-    return time.perf_counter() - started
+    with Clock() as clock:
+        trainer.train_one_epoch(1, loader)
+    print(f"  {type(task).__name__} epoch: {clock.wall:.1f}s wall, {clock.cpu:.1f}s CPU")
+    return clock.cpu
 
 
 def soft_labels_against_teacher(data: PreparedData, args: argparse.Namespace, tmp: str) -> dict:
@@ -114,11 +135,10 @@ def soft_labels_against_teacher(data: PreparedData, args: argparse.Namespace, tm
     embedded = args.k * data.splits.num_classes
     encoder = setup.model.encoder_network
     enc_forward = forward_flops(encoder, setup.example.shape[1:], example_input=setup.example)
-    started = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), Clock() as embedding:
         setup.model.eval()
         setup.model.encode(data.splits.train.inputs[:embedded])
-    embed_seconds = time.perf_counter() - started
+    embed_seconds = embedding.cpu
     aesl_flops = training_flops(ae_forward["flops"], samples * args.ae_epochs) + inference_flops(
         enc_forward["flops"], embedded
     )
@@ -130,11 +150,10 @@ def soft_labels_against_teacher(data: PreparedData, args: argparse.Namespace, tm
     example = data.example_input()
     t_forward = forward_flops(teacher, example.shape[1:], example_input=example)
     teacher.eval()
-    started = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), Clock() as inference:
         for inputs in data.splits.train.inputs[:2048].split(BATCH):
             teacher(data.batch_transform(AugmentConfig())(inputs))
-    infer_per_sample = (time.perf_counter() - started) / 2048
+    infer_per_sample = inference.cpu / 2048
     teacher_flops = training_flops(
         t_forward["flops"], samples * args.teacher_epochs
     ) + inference_flops(t_forward["flops"], samples * args.student_epochs)
@@ -143,6 +162,7 @@ def soft_labels_against_teacher(data: PreparedData, args: argparse.Namespace, tm
     )
     result = {
         "tokens_per_sample": data.example_input().shape[1],
+        "seconds_are": "CPU seconds of this process",
         "rnn_ae_epoch_s": round(ae_epoch, 1),
         "rnn_ae_forward_flops": ae_forward["flops"],
         "aesl_flops": aesl_flops,
