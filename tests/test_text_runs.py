@@ -206,7 +206,7 @@ def test_text_soft_labels_shape_rows_and_records(text_soft_labels, tokens):
     assert meta["ae_model"] == "rnn_ae" and meta["embedding_dim"] == 64
     assert meta["samples_embedded"] == 16 and meta["reconstruction_metric"] == "token_ce"
     assert math.isfinite(meta["reconstruction_token_ce_val"])
-    assert (meta["boost"], meta["temperature"]) == (0.0, 0.1)  # the sst2 defaults
+    assert (meta["boost"], meta["temperature"]) == (0.01, 1.0)  # the sst2 defaults
     summary = summary_of(text_soft_labels)
     phases = {p["phase"]: p for p in summary["cost"]["phases"]}
     encoder = phases["soft_label_computation"]["networks"]["rnn_ae_encoder"]

@@ -21,7 +21,8 @@ from reffakd.errors import UserError, first_line
 @dataclass
 class DataConfig:
     """Which data, and how it becomes model input. ``image_size`` applies to image datasets;
-    ``min_freq``, ``max_vocab``, ``max_len`` and ``textfile`` to text ones (docs/methods.md §2.9).
+    ``min_freq``, ``max_vocab``, ``max_len`` and ``textfile`` to text ones (the other modality's
+    options are refused, see :mod:`reffakd.data.prepare`).
     """
 
     name: str = "fashion-mnist"
