@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch>=2.2
 PYTEST_ARGS ?=
+# The extras the test suite exercises: TensorBoard events and the Hugging Face example.
+TEST_EXTRAS ?= dev,tensorboard,hf
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench-speed clean-venv
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[$(TEST_EXTRAS)]"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -29,7 +31,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
 
 bench-speed: $(VENV)/.installed

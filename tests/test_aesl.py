@@ -54,7 +54,7 @@ def test_identical_embeddings_give_similarity_one():
 
 
 def test_class_with_one_sample_is_an_error():
-    with pytest.raises(UserError, match="at least 2 samples"):
+    with pytest.raises(UserError, match="at least 2 training samples"):
         class_similarity(torch.randn(3, 2), torch.tensor([0, 0, 1]), 2)
 
 

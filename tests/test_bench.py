@@ -1,5 +1,7 @@
+import html
 import json
 import math
+import shlex
 
 import pytest
 import yaml
@@ -88,10 +90,16 @@ def test_tiny_suite_runs_shares_artefacts_and_resumes(tiny_data, tmp_path, capsy
 
 def test_bench_cli(tiny_data, tmp_path, capsys):
     path = tiny_suite(tmp_path, ["ce"], [0])
-    assert (
-        main(["bench", str(path), "--out", str(tmp_path / "b"), "--data-dir", str(tiny_data)]) == 0
-    )
-    assert "| fashion-mnist | ce | 1 |" in capsys.readouterr().out
+    argv = ["bench", str(path), "--out", str(tmp_path / "b"), "--data-dir", str(tiny_data)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| fashion-mnist | ce | 1 |" in printed
+    # The bench's command line is kept, and its report written at the end.
+    assert (tmp_path / "b" / "command.txt").read_text() == shlex.join(["reffakd", *argv]) + "\n"
+    report = tmp_path / "b" / "report.html"
+    assert f"report: {report}" in printed.splitlines()
+    page = report.read_text()
+    assert "Bench: tiny" in page and html.escape(shlex.join(["reffakd", *argv])) in page
     assert main(["bench", "nope"]) == 2
 
 

@@ -318,13 +318,25 @@ def test_resume_after_a_kill_while_the_inline_autoencoder_trains(tiny_data, tmp_
     out = tmp_path / "run"
     args = train_args(tiny_data, out, "--method", "reffakd", "--ae-epochs", "2")
     killed = run_cli(*args, env={"REFFAKD_FAULT_AFTER_EPOCH": "1"})
-    assert killed.returncode == -9  # the autoencoder's first epoch ended the process
-    assert (out / "config.yaml").exists() and not (out / "ae" / "summary.json").exists()
-    resumed = run_cli("train", "--resume", str(out), "--no-progress")
-    assert resumed.returncode == 0, resumed.stderr
-    ae_metrics = (out / "ae" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in ae_metrics] == [1, 2]
-    assert (out / "summary.json").exists()
+    assert killed.returncode == -9  # SIGKILL after the autoencoder's first epoch
+    ae_epochs = (out / "ae" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in ae_epochs] == [1]
+    assert not (out / "checkpoints").exists()  # the student had not started
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+
+    full = tmp_path / "full"
+    assert main(train_args(tiny_data, full, "--method", "reffakd", "--ae-epochs", "2")) == 0
+    for name in ("ae/soft_labels.pt", "soft_labels.pt"):
+        made = torch.load(out / name, weights_only=True)
+        expected = torch.load(full / name, weights_only=True)
+        assert torch.equal(made["soft_labels"], expected["soft_labels"]), name
+    ae_state = torch.load(out / "ae" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    ae_full = torch.load(full / "ae" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(ae_state[k], ae_full[k]) for k in ae_full)
+    cut_records, cut_state = _final_state(out)
+    full_records, full_state = _final_state(full)
+    assert cut_records == full_records
+    assert all(torch.equal(cut_state[k], full_state[k]) for k in full_state)
 
 
 def test_soft_labels_resume_keeps_the_runs_own_config(tiny_data, tmp_path):
@@ -353,7 +365,8 @@ def test_soft_labels_resume_refuses_a_training_run(tiny_data, tmp_path, capsys):
     before = (out / "config.yaml").read_text()
     capsys.readouterr()
     assert main(["soft-labels", "--out", str(out), "--resume", "--no-progress"]) == 2
-    assert_one_line_error(None, capsys, "unknown config key")
+    line = assert_one_line_error(None, capsys, "is a training run, not a soft-labels run")
+    assert f"continue it with `reffakd train --resume {out}`" in line
     assert (out / "config.yaml").read_text() == before
 
 

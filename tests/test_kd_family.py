@@ -236,10 +236,16 @@ def test_other_bad_teachers(tmp_path, teacher_run):
     (no_config / "config.yaml").unlink()
     with pytest.raises(UserError, match="config.yaml"):
         teacher_of(tmp_path, no_config)
-    with pytest.raises(UserError, match=r"checkpoints/last\.pt"):
-        empty = tmp_path / "unfinished"
-        (empty / "checkpoints").mkdir(parents=True)
-        teacher_of(tmp_path, empty, checkpoint="last")
+    unfinished = tmp_path / "unfinished"  # a training run without checkpoints yet
+    (unfinished / "checkpoints").mkdir(parents=True)
+    shutil.copy(teacher_run / "config.yaml", unfinished)
+    with pytest.raises(UserError, match=r"unfinished: it has no checkpoints/last\.pt"):
+        teacher_of(tmp_path, unfinished, checkpoint="last")
+    plain = tmp_path / "plain"  # a folder that is no run at all: no --resume suggested
+    plain.mkdir()
+    with pytest.raises(UserError, match="not a run directory") as refused:
+        teacher_of(tmp_path, plain)
+    assert "--resume" not in str(refused.value)
     with pytest.raises(UserError, match="--teacher"):
         build_source("teacher", {}, source_context(tmp_path))
     context = source_context(tmp_path, student="resnet8")

@@ -249,8 +249,8 @@ def test_adapter_missing_package(spec: str) -> None:
         build_model(spec, num_classes=10)
 
 
-def test_adapter_unknown_prefix() -> None:
-    with pytest.raises(UserError, match="unknown model source"):
+def test_unknown_prefix_is_an_import_path() -> None:
+    with pytest.raises(UserError, match="cannot import module 'keras'.*timm:NAME"):
         build_model("keras:resnet18", num_classes=10)
 
 

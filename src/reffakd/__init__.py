@@ -5,6 +5,13 @@ Python API (the CLI is a thin layer over it)::
     from reffakd import TrainConfig, train_student
     config = TrainConfig(method="reffakd", student="lenet5")
     summary = train_student(config, "runs/my-run")
+
+In your own training loop::
+
+    import reffakd
+    soft_labels = reffakd.AESL.fit((images, labels), num_classes=10)
+    criterion = reffakd.ReffAKDLoss(soft_labels)          # or KDLoss(teacher), DKDLoss, ...
+    loss = criterion(model(inputs), targets)
 """
 
 from __future__ import annotations
@@ -24,6 +31,15 @@ _EXPORTS = {
     "prepare_data": "reffakd.data.prepare",
     "train_student": "reffakd.distill.train",
     "build_model": "reffakd.models",
+    "AESL": "reffakd.aesl.fit",
+    "ReffAKDLoss": "reffakd.aesl.loss",
+    "DistillationLoss": "reffakd.kd.modules",
+    "KDLoss": "reffakd.kd.modules",
+    "DKDLoss": "reffakd.kd.modules",
+    "DISTLoss": "reffakd.kd.modules",
+    "LabelSmoothingLoss": "reffakd.kd.modules",
+    "TfKDVirtualLoss": "reffakd.kd.modules",
+    "write_report": "reffakd.experiments.report",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

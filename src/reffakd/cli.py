@@ -1,17 +1,21 @@
-"""Command-line interface: ``reffakd {soft-labels,train,demo,list}``.
+# PYTHON_ARGCOMPLETE_OK
+"""Command-line interface: ``reffakd {soft-labels,train,demo,bench,tune,cost,list,report,show}``.
 
-Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code 2.
+Every bad input ends in a one-line ``reffakd: error: ...`` message and exit code 2. Shell
+completion comes from argcomplete when it is installed (``pip install 'reffakd[completion]'``,
+then ``eval "$(register-python-argcomplete reffakd)"``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.config import (
@@ -23,19 +27,29 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.data.user import USER_DATA
+from reffakd.distill.build import absolute_paths
 from reffakd.distill.train import train_student
-from reffakd.errors import NonFiniteLossError, UserError
+from reffakd.errors import NonFiniteLossError, StorageError, UserError, first_line
 from reffakd.experiments.bench import load_suite, run_suite
 from reffakd.experiments.cost import CostOptions, cost_input, format_model_cost, model_cost
 from reffakd.experiments.demo import run_demo
 from reffakd.experiments.listing import LISTINGS
+from reffakd.experiments.report import write_report
+from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
-from reffakd.training.runs import load_run_config
+from reffakd.models import is_user_module_name
+from reffakd.training.rundir import RunDir, config_changes, describe_changes
+from reffakd.training.runs import load_run_config, run_kind
 from reffakd.training.summary import summary_line
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", help="dataset name (see `reffakd list datasets`)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset name (see `reffakd list datasets`); NAME:PATH also sets --data-dir, "
+        "e.g. imagefolder:photos/",
+    )
     parser.add_argument(
         "--data-dir",
         help="folder holding the dataset (else REFFAKD_DATA, cache, "
@@ -59,8 +73,24 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _tensorboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write per-epoch scalars to RUN/tensorboard (needs the tensorboard package)",
+    )
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse whose errors are one line, like every other bad input (the usage is one
+    ``--help`` away); sub-commands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"reffakd: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrors(
         prog="reffakd", description="Teacher-free knowledge distillation (ReffAKD, LW-KD, KD)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,16 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     soft = sub.add_parser("soft-labels", help="train the autoencoder and write AESL soft labels")
     _common(soft)
     soft.add_argument("--out", required=True, help="run directory to create")
-    soft.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    soft.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out as it was made (other flags may only repeat its "
+        "values; --device, --data-dir and --no-progress may change)",
+    )
     soft.add_argument("-k", "--samples-per-class", type=int)
     soft.add_argument("--boost", type=float, help="diagonal boost (default: per dataset)")
     soft.add_argument(
         "--temperature", type=float, help="softmax temperature on S (default: per dataset)"
     )
+    _tensorboard(soft)
 
     train = sub.add_parser("train", help="train a student with a method")
     _common(train)
-    train.add_argument("--student", help="model name (see `reffakd list models`)")
+    train.add_argument(
+        "--student",
+        help="model name (see `reffakd list models`), timm:NAME, torchvision:NAME, or an import "
+        "path package.module:factory to your own model",
+    )
     train.add_argument("--method", help="preset (see `reffakd list methods`)")
     train.add_argument("--source", help="teacher-signal source, overriding the preset's")
     train.add_argument("--loss", help="loss, overriding the preset's")
@@ -98,7 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--out", help="run directory (default runs/<dataset>-<method>-<student>-s<seed>)"
     )
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR as it was made; --epochs N extends (or, unfinished, "
+        "shortens) it, --device, --data-dir and --no-progress may change, other flags are refused",
+    )
+    _tensorboard(train)
 
     demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
     demo.add_argument("--data-dir")
@@ -157,7 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument(
         "what", choices=["datasets", "models", "methods", "sources", "losses", "suites"]
     )
+
+    report = sub.add_parser("report", help="write DIR/report.html for a run or bench directory")
+    report.add_argument("directory", help="run, soft-label run or bench directory")
+
+    shower = sub.add_parser("show", help="a run or bench directory on one screen")
+    shower.add_argument("directory", help="run, soft-label run or bench directory")
     return parser
+
+
+def _enable_completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete, when it is installed (an optional extra)."""
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
 
 
 def _flag_values(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
@@ -187,34 +248,88 @@ COMMON_FLAGS = {
 }
 
 
-def _resolve(cls: type, args: argparse.Namespace, extra_flags: dict[str, str]) -> Any:
-    values = to_dict(cls())
+def _split_dataset_path(args: argparse.Namespace) -> None:
+    """``--dataset NAME:PATH`` -> ``--dataset NAME --data-dir PATH``."""
+    name, colon, path = (getattr(args, "dataset", None) or "").partition(":")
+    if not colon:
+        return
+    if not name or not path:
+        raise UserError(f"--dataset {args.dataset!r}: use NAME, or NAME:PATH as in imagefolder:DIR")
+    if getattr(args, "data_dir", None):
+        raise UserError(
+            f"--dataset {args.dataset} already names the folder; drop --data-dir {args.data_dir}."
+        )
+    args.dataset, args.data_dir = name, path
+
+
+def _resolve(
+    cls: type, args: argparse.Namespace, extra_flags: dict[str, str], base: Any = None
+) -> Any:
+    """The config of ``cls`` from ``base`` (default: the defaults), the config file, the flags
+    and ``--set``, in that order."""
+    _split_dataset_path(args)
+    values = to_dict(cls() if base is None else base)
     if args.config:
         values = merge(values, load_yaml(args.config))
     values = merge(values, _flag_values(args, {**COMMON_FLAGS, **extra_flags}))
     if args.no_progress:
         values["progress"] = False
+    if getattr(args, "tensorboard", False):
+        values["tensorboard"] = True
     values = apply_overrides(values, args.overrides)
     return from_dict(cls, values)
 
 
-def cmd_soft_labels(args: argparse.Namespace) -> int:
-    existing = Path(args.out) / "config.yaml"
-    if args.resume and existing.exists():
-        config = from_dict(SoftLabelConfig, load_yaml(existing))
-        config.progress = config.progress and not args.no_progress
-    else:
-        config = _resolve(
-            SoftLabelConfig,
-            args,
-            {
-                "samples_per_class": "samples_per_class",
-                "boost": "boost",
-                "temperature": "temperature",
-            },
+def _resumed(
+    recorded: Any, args: argparse.Namespace, extra_flags: dict[str, str], run: Path, may: str
+) -> Any:
+    """The recorded config with the flags applied; refused when a flag would change it beyond
+    ``may`` (the keys a resume may change, besides FREE_ON_RESUME)."""
+    config = _resolve(type(recorded), args, extra_flags, base=recorded)
+    if isinstance(config, TrainConfig):
+        absolute_paths(config.source)
+    changes = config_changes(recorded, config)
+    changes.pop(may, None)
+    if changes:
+        flags = {
+            key: f"--{flag.replace('_', '-')}"
+            for flag, key in {**COMMON_FLAGS, **extra_flags}.items()
+        }
+        allowed = "--device, --data-dir, --no-progress" + (", --epochs" if may else "")
+        raise UserError(
+            f"--resume continues {run} as it was made, but the flags change "
+            f"{describe_changes(changes, flags)}; drop {'it' if len(changes) == 1 else 'them'} "
+            f"(a resume takes {allowed}), "
+            "or start a new run with another --out."
         )
+    return config
+
+
+# What `soft-labels --resume` says about a run directory of another kind.
+NOT_SOFT_LABELS = {
+    "train": "{out} is a training run, not a soft-labels run; continue it with "
+    "`reffakd train --resume {out}`.",
+    "light-teacher": "{out} is an LW-KD light-teacher run, not a soft-labels run.",
+}
+SOFT_LABEL_FLAGS = {
+    "samples_per_class": "samples_per_class",
+    "boost": "boost",
+    "temperature": "temperature",
+}
+
+
+def cmd_soft_labels(args: argparse.Namespace) -> int:
+    out = args.run_dir = Path(args.out)
+    kind = run_kind(out) if args.resume else None
+    if kind in NOT_SOFT_LABELS:
+        raise UserError(NOT_SOFT_LABELS[kind].format(out=out))
+    if kind == "soft-labels":
+        recorded = from_dict(SoftLabelConfig, load_yaml(out / "config.yaml"))
+        config = _resumed(recorded, args, SOFT_LABEL_FLAGS, out, may="")
+    else:
+        config = _resolve(SoftLabelConfig, args, SOFT_LABEL_FLAGS)
     started = time.perf_counter()
-    labels = make_soft_labels(config, Path(args.out), resume=args.resume)
+    labels = make_soft_labels(config, out, resume=args.resume, command=args.command_line)
     meta = labels.meta
     metric = meta.get("reconstruction_metric", "mse")
     error = meta.get(f"reconstruction_{metric}_val")
@@ -224,6 +339,7 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
         f"{meta['entropy_bits']:.4f} bits, AE val {metric} {error})"
     )
     print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
+    _write_report_after(Path(args.out))
     return 0
 
 
@@ -243,24 +359,64 @@ TRAIN_FLAGS = {
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
-        out = Path(args.resume)
-        config = load_run_config(out)
-        if args.no_progress:
-            config.progress = False
+        out = args.run_dir = Path(args.resume)
+        if args.out and Path(args.out).resolve() != out.resolve():
+            raise UserError(
+                f"--resume {out} continues the run in its own folder; drop --out {args.out}."
+            )
+        recorded = load_run_config(out)
+        _refuse_api_run(out, recorded)
+        config = _resumed(recorded, args, TRAIN_FLAGS, out, may="optim.epochs")
         resume = True
     else:
         config = _resolve(TrainConfig, args, TRAIN_FLAGS)
         default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
-        out = Path(args.out or default)
+        out = args.run_dir = Path(args.out or default)
         resume = False
-    summary = train_student(config, out, resume=resume)
+    summary = train_student(config, out, resume=resume, command=args.command_line)
     print(summary_line(summary))
     print(f"run directory: {out}")
+    _write_report_after(out)
     return 0
 
 
+def _refuse_api_run(out: Path, config: TrainConfig) -> None:
+    """A run of a module or data passed in Python cannot be rebuilt from the command line."""
+    passed = [
+        what
+        for what, was_passed in (
+            (f"the module {config.student}", is_user_module_name(config.student)),
+            ("its data", config.data.name == USER_DATA),
+        )
+        if was_passed
+    ]
+    if passed:
+        raise UserError(
+            f"{out} was trained on {' and '.join(passed)} passed to train_student in Python, "
+            "which the command line cannot rebuild; resume it in Python: train_student(config, "
+            "out, resume=True, student=..., data=...)."
+        )
+
+
+def _write_report_after(directory: Path) -> None:
+    """Write the report of a finished run; a failure is a warning, the run stays finished."""
+    try:
+        path = write_report(directory)
+    except Exception as exc:  # the run's results are safe on disk whatever went wrong here
+        print(
+            f"reffakd: warning: report not written ({type(exc).__name__}: {first_line(exc)}); "
+            f"retry with `reffakd report {directory}`.",
+            file=sys.stderr,
+        )
+        return
+    print(f"report: {path}")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(args)
+    args.out = args.run_dir = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    code = run_demo(args)
+    _write_report_after(Path(args.out))
+    return code
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -279,14 +435,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.seeds:
         suite.seeds = list(args.seeds)
     out = Path(args.out or f"runs/bench/{suite.name}")
-    run_suite(suite, out, data_dir=args.data_dir)
+    run_suite(suite, out, data_dir=args.data_dir, command=args.command_line)
     print((out / "results.md").read_text())
     print(f"bench directory: {out}")
+    _write_report_after(out)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     print(LISTINGS[args.what]())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(f"report: {write_report(Path(args.directory))}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print(show(Path(args.directory)))
     return 0
 
 
@@ -324,13 +491,47 @@ COMMANDS = {
     "tune": cmd_tune,
     "list": cmd_list,
     "cost": cmd_cost,
+    "report": cmd_report,
+    "show": cmd_show,
 }
 
 
+# How to continue a run of each command, once its run directory holds one.
+RESUME_COMMANDS = {
+    "train": "reffakd train --resume {run}",
+    "demo": "reffakd train --resume {run}",
+    "soft-labels": "reffakd soft-labels --out {run} --resume",
+    "bench": "run the same command again to continue",
+    "tune": "run the same command again to continue",
+}
+
+
+def _continue_hint(args: argparse.Namespace) -> str | None:
+    """``continue with `...``` for a command whose run directory holds a run, else None."""
+    template = RESUME_COMMANDS.get(args.command)
+    run = getattr(args, "run_dir", None)
+    if template is None:
+        return None
+    if "{run}" not in template:
+        return template
+    if run is None or not RunDir(run).holds_run():
+        return None
+    return f"continue with `{template.format(run=shlex.quote(str(run)))}`"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    _enable_completion(parser)
+    args = parser.parse_args(argv)
+    args.command_line = shlex.join(["reffakd", *argv])
     try:
         return COMMANDS[args.command](args)
+    except StorageError as exc:
+        hint = _continue_hint(args)
+        then = f", then {hint}" if hint else " or choose another --out"
+        print(f"reffakd: error: {exc}; {exc.advice}{then}.", file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         print(f"reffakd: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -338,9 +539,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reffakd: stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "reffakd: interrupted; continue with `reffakd train --resume RUN_DIR`.", file=sys.stderr
-        )
+        hint = _continue_hint(args)
+        print(f"reffakd: interrupted{'; ' + hint if hint else ''}.", file=sys.stderr)
         return 130
 
 

@@ -8,6 +8,7 @@ Precedence: defaults < ``--config FILE`` < command-line flags < ``--set`` overri
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,14 +38,18 @@ class DataConfig:
     textfile: dict[str, Any] = field(default_factory=dict)  # text: options of dataset textfile
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.val_fraction < 1.0, "data.val_fraction must be in [0, 1).")
-        _require(self.image_size is None or self.image_size >= 8, "data.image_size must be >= 8.")
-        _require(self.min_freq >= 1, "data.min_freq must be >= 1.")
         _require(
-            self.max_vocab is None or self.max_vocab >= 5,
-            "data.max_vocab must be >= 5 (the 4 special tokens and one word).",
+            0.0 <= self.val_fraction < 1.0,
+            f"data.val_fraction must be in [0, 1), got {self.val_fraction}.",
         )
-        _require(self.max_len is None or self.max_len >= 1, "data.max_len must be >= 1.")
+        _check_seed(self.split_seed, "data.split_seed")
+        if self.image_size is not None:
+            _at_least(self.image_size, 8, "data.image_size")
+        _at_least(self.min_freq, 1, "data.min_freq")
+        if self.max_vocab is not None:
+            _at_least(self.max_vocab, 5, "data.max_vocab (the 4 special tokens and one word)")
+        if self.max_len is not None:
+            _at_least(self.max_len, 1, "data.max_len")
 
 
 @dataclass
@@ -58,14 +63,15 @@ class AugmentConfig:
     token_dropout: float = 0.0  # text: probability that a word becomes <unk> in training
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.token_dropout < 1.0, "augment.token_dropout must be in [0, 1).")
         _require(
-            self.crop_padding is None or self.crop_padding >= 0,
-            "augment.crop_padding must be >= 0.",
+            0.0 <= self.token_dropout < 1.0,
+            f"augment.token_dropout must be in [0, 1), got {self.token_dropout}.",
         )
+        if self.crop_padding is not None:
+            _at_least(self.crop_padding, 0, "augment.crop_padding")
         _require(
             self.rotation is None or 0 <= self.rotation <= 180,
-            "augment.rotation must be in [0, 180] degrees.",
+            f"augment.rotation must be in [0, 180] degrees, got {self.rotation}.",
         )
 
 
@@ -84,17 +90,15 @@ class OptimConfig:
     eval_batch_size: int = 1000
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "optim.epochs must be >= 1.")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            _at_least(getattr(self, key), 1, f"optim.{key}")
+        for key in ("lr", "momentum", "weight_decay"):
+            _at_least(getattr(self, key), 0, f"optim.{key}")
+        _require(self.gamma > 0, f"optim.gamma must be > 0, got {self.gamma}.")
         _require(
-            self.batch_size >= 1 and self.eval_batch_size >= 1,
-            "optim.batch_size and optim.eval_batch_size must be >= 1.",
+            all(m >= 1 for m in self.milestones),
+            f"optim.milestones must be epochs >= 1, got {self.milestones}.",
         )
-        _require(
-            self.lr >= 0 and self.momentum >= 0 and self.weight_decay >= 0,
-            "optim.lr, optim.momentum and optim.weight_decay must be >= 0.",
-        )
-        _require(self.gamma > 0, "optim.gamma must be > 0.")
-        _require(all(m >= 1 for m in self.milestones), "optim.milestones must be epochs >= 1.")
 
 
 @dataclass
@@ -117,6 +121,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False  # per-epoch scalars in RUN/tensorboard (needs tensorboard)
+
+    def __post_init__(self) -> None:
+        _check_seed(self.seed, "seed")
 
 
 @dataclass
@@ -133,12 +141,14 @@ class SoftLabelConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        _require(self.samples_per_class >= 2, "samples_per_class must be >= 2.")
+        _at_least(self.samples_per_class, 2, "samples_per_class")
+        _check_seed(self.seed, "seed")
         _require(
             self.temperature is None or self.temperature > 0,
-            "the soft-label temperature must be > 0.",
+            f"the soft-label temperature must be > 0, got {self.temperature}.",
         )
 
 
@@ -150,6 +160,7 @@ def ae_config_for(config: TrainConfig) -> SoftLabelConfig:
         seed=config.seed,
         device=config.device,
         progress=config.progress,
+        tensorboard=config.tensorboard,
     )
 
 
@@ -214,11 +225,13 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise _type_error(key, "a number", value) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error(key, "a number", value)
+        if not math.isfinite(value):
+            raise _type_error(key, "a finite number", value)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -236,6 +249,17 @@ def _type_error(key: str, expected: str, value: Any) -> UserError:
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise UserError(message)
+
+
+def _at_least(value: float, low: float, key: str) -> None:
+    _require(value >= low, f"{key} must be >= {low}, got {value}.")
+
+
+SEED_LIMIT = 2**63  # torch's generators take seeds below 2**64; keep to the signed range
+
+
+def _check_seed(seed: int, key: str) -> None:
+    _require(0 <= seed < SEED_LIMIT, f"{key} must be in [0, 2**63), got {seed}.")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -285,12 +309,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``update`` wins."""
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. A section of ``base`` (a mapping) can only be
+    replaced by a mapping: ``optim: 5`` or an empty ``optim:`` is refused, naming the key."""
     out = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
+        if isinstance(out.get(key), dict):
+            if not isinstance(value, dict):
+                raise UserError(
+                    f"config section '{prefix}{key}' must be a mapping of keys to values, "
+                    f"got {value!r}; fix it in the config file or --set."
+                )
+            out[key] = merge(out[key], value, f"{prefix}{key}.")
         else:
             out[key] = value
     return out

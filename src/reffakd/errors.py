@@ -18,6 +18,16 @@ class DataError(UserError):
     """Missing, truncated or inconsistent dataset files."""
 
 
+class StorageError(UserError):
+    """The file system refused a write: a full disk, a read-only mount, no permission, or a file
+    where a folder should be. The message names the path and the reason; ``advice`` says what
+    to change (the caller knows how to continue afterwards)."""
+
+    def __init__(self, message: str, advice: str = "fix the folder") -> None:
+        super().__init__(message)
+        self.advice = advice
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 

@@ -1,32 +1,89 @@
 """Writing files so that a crash never leaves a half-written one: atomic bytes, text, JSON,
-torch objects and matplotlib figures."""
+torch objects and matplotlib figures.
+
+When the file system refuses a write (a full disk, a read-only mount, no permission, a file where
+a folder should be), the error is a :class:`~reffakd.errors.StorageError` naming the path: the
+user's folder is the problem, not the program. Other ``OSError``s stay as they are.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from reffakd.errors import StorageError
+
+# Every errno here is the folder's state, which the user can change (and what to change);
+# anything else is a bug and keeps its traceback.
+REFUSED_WRITE = {
+    errno.ENOSPC: "free some space",
+    errno.EDQUOT: "free some space",
+    errno.EFBIG: "free some space",
+    errno.EROFS: "make the folder writable",
+    errno.EACCES: "make the folder writable",
+    errno.EPERM: "make the folder writable",
+    errno.ENOTDIR: "fix the path",
+    errno.EISDIR: "fix the path",
+    errno.EEXIST: "fix the path",
+    errno.ENAMETOOLONG: "fix the path",
+    errno.ELOOP: "fix the path",
+}
+TEMP_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def refused_writes(path: Path, action: str = "write") -> Iterator[None]:
+    """Turn the file system refusing a write under ``path`` into a one-line StorageError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in REFUSED_WRITE:
+            raise
+        raise StorageError(
+            f"cannot {action} {path}: {exc.strerror or exc}", REFUSED_WRITE[exc.errno]
+        ) from None
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
+
+    The temp file is ``.<name>.<random>.tmp``; it is removed on any failure, and a process
+    killed mid-write leaves one that :func:`remove_orphan_temps` clears later.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with refused_writes(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def remove_orphan_temps(folder: Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write_bytes` left in ``folder`` when its process was
+    killed mid-write. Only call it while no other process can be writing there (under a lock).
+    """
+    removed = []
+    for temp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if temp.is_file():
+            temp.unlink(missing_ok=True)
+            removed.append(temp)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

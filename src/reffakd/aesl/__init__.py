@@ -3,7 +3,8 @@
 :mod:`~reffakd.aesl.similarity` (class similarity, boost, softmax), :mod:`~reffakd.aesl.soft_labels`
 (the file format), :mod:`~reffakd.aesl.autoencoder` (training the autoencoder and making the
 labels), :mod:`~reffakd.aesl.heatmap` and :mod:`~reffakd.aesl.source` (the ``aesl`` source, which
-importing this package registers).
+importing this package registers). For a user's own loop: :mod:`~reffakd.aesl.fit`
+(``AESL.fit``: soft labels for any data) and :mod:`~reffakd.aesl.loss` (``ReffAKDLoss``).
 """
 
 from reffakd.aesl import source as _registration  # noqa: F401

@@ -29,6 +29,7 @@ from reffakd.aesl.heatmap import save_heatmap
 from reffakd.aesl.similarity import (
     class_similarity,
     entropy_bits,
+    require_two_per_class,
     sample_per_class,
     soft_labels_from_similarity,
 )
@@ -44,9 +45,18 @@ from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, check_or_write_config, open_run
+from reffakd.training.rundir import (
+    RunDir,
+    check_or_write_config,
+    check_recorded_config,
+    open_run,
+    record_command,
+)
+from reffakd.training.sinks import epoch_sinks, require_tensorboard
 from reffakd.training.summary import write_summary
 from reffakd.training.task import Task
+
+KIND = "soft-label"
 
 
 def ae_input_size(image_size: int) -> int:
@@ -124,27 +134,50 @@ def make_soft_labels(
     *,
     resume: bool = False,
     data: PreparedData | None = None,
+    command: str | None = None,
 ) -> SoftLabels:
-    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``."""
+    """Train the data's autoencoder on reconstruction, embed k samples per class, and write AESL
+    to ``out``.
+
+    Everything is read and checked (data, class counts, the autoencoder) before the folder is
+    locked and ``config.yaml`` written, so a refused run leaves ``out`` as it found it.
+    ``command``: the command line, kept in ``command.txt`` and the summary.
+    """
     out = Path(out)
-    if resume and (out / "soft_labels.pt").exists() and (out / "summary.json").exists():
+    run_dir = RunDir(out)
+    finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
+    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
         return SoftLabels.load(out / "soft_labels.pt")
+    if config.tensorboard:
+        require_tensorboard()
     data = data or prepare_data(config.data)
+    splits = data.splits
+    require_two_per_class(splits.train.labels, list(splits.class_names))
     device = resolve_device(config.device)
-    run_dir = open_run(out, resume and RunDir(out).holds_run(), "soft-label")
+    setup = _autoencoder(config, data)
+    run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device)
+        return _make_soft_labels_locked(config, run_dir, data, device, setup, command)
     finally:
         run_dir.unlock()
 
 
-def _make_soft_labels_locked(
-    config: SoftLabelConfig, run_dir: RunDir, data: PreparedData, device: torch.device
-) -> SoftLabels:
+def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> AutoencoderSetup:
+    """The seeded autoencoder of the data's modality (:data:`AUTOENCODERS`), and its transform."""
     seed_everything(config.seed)
-    setup = AUTOENCODERS[data.spec.modality](data, config.augment)
+    return AUTOENCODERS[data.spec.modality](data, config.augment)
+
+
+def _make_soft_labels_locked(
+    config: SoftLabelConfig,
+    run_dir: RunDir,
+    data: PreparedData,
+    device: torch.device,
+    setup: AutoencoderSetup,
+    command: str | None = None,
+) -> SoftLabels:
     ae, metric = setup.model, setup.metric
-    check_or_write_config(run_dir, SoftLabelConfig, config, "soft-label")
+    check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
     data.save_inputs(run_dir.path)
     trainer = Trainer(
         Reconstruction(ae, metric),
@@ -156,9 +189,11 @@ def _make_soft_labels_locked(
         device=device,
         progress=config.progress,
         desc="autoencoder",
+        sinks=epoch_sinks(run_dir.path, config.tensorboard),
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
+    record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("autoencoder_training", device) as train_meter:
         result = trainer.fit()
     best = load_checkpoint(run_dir.best_checkpoint)
@@ -206,6 +241,8 @@ def _make_soft_labels_locked(
         "inputs": data.describe(),
         "cost": cost_summary(phases, []),
     }
+    if command:
+        summary["command"] = command
     write_summary(run_dir, summary)
     return labels
 

@@ -33,15 +33,8 @@ def class_similarity(embeddings: Tensor, labels: Tensor, num_classes: int) -> Te
         raise ValueError("embeddings must be (N, d) and labels (N,)")
     # Normalising and pooling in float32 loses ~1e-7; the C×C products run in float64.
     unit = F.normalize(embeddings.to(torch.float32), dim=1, eps=1e-12)
+    require_two_per_class(labels, [str(c) for c in range(num_classes)])
     counts = torch.bincount(labels, minlength=num_classes).to(torch.float64)
-    if bool((counts < 2).any()):
-        missing = torch.nonzero(counts < 2).flatten().tolist()
-        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-        raise UserError(
-            f"class similarity needs at least 2 samples per class; {len(missing)} classes "
-            f"({shown}) have fewer. Check the labels, or keep more training images per class "
-            "(a smaller data.val_fraction)."
-        )
     sums = torch.zeros(num_classes, unit.shape[1]).index_add_(0, labels, unit).to(torch.float64)
     self_sq = torch.zeros(num_classes).index_add_(0, labels, (unit * unit).sum(dim=1))
     self_sq = self_sq.to(torch.float64)
@@ -51,6 +44,20 @@ def class_similarity(embeddings: Tensor, labels: Tensor, num_classes: int) -> Te
     pair_sums.diagonal().copy_(diag_sums)
     pair_counts.diagonal().copy_(counts * (counts - 1))
     return pair_sums / pair_counts
+
+
+def require_two_per_class(labels: Tensor, class_names: list[str]) -> None:
+    """The similarity of a class with itself needs two of its samples: refuse fewer, naming
+    the classes. Called on the training split before an autoencoder is trained."""
+    counts = torch.bincount(labels, minlength=len(class_names))
+    short = [name for name, count in zip(class_names, counts.tolist(), strict=True) if count < 2]
+    if short:
+        shown = ", ".join(repr(name) for name in short[:5]) + (", ..." if len(short) > 5 else "")
+        raise UserError(
+            f"soft labels need at least 2 training samples per class; {len(short)} "
+            f"class{'' if len(short) == 1 else 'es'} ({shown}) have fewer. Add images, or keep "
+            "more of them for training (a smaller data.val_fraction)."
+        )
 
 
 def soft_labels_from_similarity(

@@ -6,14 +6,15 @@ made inside the student's run directory (``RUN/ae/``), and reused from there on 
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import torch
 
 from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.aesl.heatmap import save_heatmap
+from reffakd.aesl.similarity import require_two_per_class
 from reffakd.aesl.soft_labels import SoftLabels
+from reffakd.files import atomic_write_bytes
 from reffakd.kd.losses import probs_to_logits
 from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext
 from reffakd.kd.sources import ClassTableSource
@@ -54,7 +55,7 @@ class AESLSource(ClassTableSource):
         self.labels.save(context.run_dir / "soft_labels.pt")
         heatmap = context.run_dir / AE_DIR / "soft_labels.png"
         if heatmap.exists():
-            shutil.copyfile(heatmap, context.run_dir / "soft_labels.png")
+            atomic_write_bytes(context.run_dir / "soft_labels.png", heatmap.read_bytes())
         else:
             save_heatmap(
                 self.labels, context.run_dir / "soft_labels.png", f"AESL, {context.dataset}"
@@ -70,7 +71,8 @@ class AESLSource(ClassTableSource):
 @SOURCES.register("aesl")
 def aesl_source(context: SourceContext, soft_labels: str | None = None) -> AESLSource:
     """ReffAKD: rows of an AESL file (``soft_labels``), or labels made in this run's ``ae/``."""
-    if not soft_labels:
+    if not soft_labels:  # made in setup(): check now what the autoencoder run would refuse
+        require_two_per_class(context.data.splits.train.labels, context.class_names)
         return AESLSource(context, None)
     labels = SoftLabels.load(soft_labels)
     labels.validate(context.num_classes, context.class_names, str(soft_labels))

@@ -177,3 +177,31 @@ def hold_out_validation(raw: RawDataset, fraction: float, seed: int) -> DataSpli
     return DataSplits(
         raw.name, train.subset(train_idx), train.subset(val_idx), raw.test, raw.source
     )
+
+
+def check_classes(raw: RawDataset, splits: DataSplits, val_fraction: float) -> None:
+    """Refuse data a classifier cannot be trained on: fewer than 2 classes, or a class without
+    a training sample (absent from the train split, or all of it held out for validation)."""
+    names = raw.class_names
+    if len(names) < 2:
+        raise DataError(
+            f"{raw.name} has {len(names)} class{'' if len(names) == 1 else 'es'} "
+            f"({', '.join(names) or 'none'}); a classifier "
+            "needs at least 2 classes: add another class (e.g. another class folder)."
+        )
+    in_raw = torch.bincount(raw.train.labels, minlength=len(names))
+    in_test = torch.bincount(raw.test.labels, minlength=len(names))
+    kept = torch.bincount(splits.train.labels, minlength=len(names))
+    for label, name in enumerate(names):
+        if int(in_raw[label]) == 0:
+            where = "test images but no training images" if in_test[label] else "no images"
+            raise DataError(
+                f"class {name!r} of {raw.name} has {where}; add training images for it or "
+                "remove it from the dataset."
+            )
+        if int(kept[label]) == 0:
+            raise DataError(
+                f"class {name!r} of {raw.name} keeps no training image after holding out "
+                f"data.val_fraction={val_fraction} for validation (it has {int(in_raw[label])}); "
+                "add images or lower data.val_fraction."
+            )

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
-from reffakd.data.dataset import DataSplits, hold_out_validation
+from reffakd.data.dataset import DataSplits, check_classes, hold_out_validation
 from reffakd.data.loader import Transform
 from reffakd.data.locate import load_dataset
 from reffakd.data.readers.text import TextFileOptions
@@ -242,6 +242,7 @@ def prepare_images(spec: DatasetSpec, config: DataConfig) -> PreparedImages:
     """Load the images, hold out validation, and compute normalisation from the train part."""
     raw = load_dataset(config.name, data_dir=config.data_dir, download=config.download)
     splits = hold_out_validation(raw, config.val_fraction, config.split_seed)
+    check_classes(raw, splits, config.val_fraction)
     mean, std = channel_stats(splits.train.images)
     image_size = config.image_size or spec.default_image_size or splits.train.shape[-1]
     return PreparedImages(spec, splits, image_size, mean, std)

@@ -64,7 +64,9 @@ class DatasetSpec:
 
 
 DATASETS: Registry[DatasetSpec] = Registry(
-    "dataset", autoload=("reffakd.data.catalog", "reffakd.data.text_catalog")
+    "dataset",
+    autoload=("reffakd.data.catalog", "reffakd.data.text_catalog"),
+    entry_points="reffakd.datasets",
 )
 
 

@@ -14,11 +14,14 @@ from reffakd.config import TrainConfig, ae_config_for
 from reffakd.data.loader import Transform
 from reffakd.data.prepare import PreparedData, prepare_data
 from reffakd.data.spec import get_spec
+from reffakd.data.user import USER_DATA
+from reffakd.errors import UserError
 from reffakd.kd.methods import ResolvedMethod, resolve_method
 from reffakd.kd.objectives import OBJECTIVES, Objective, build_objective
 from reffakd.kd.signal import SOURCES, SourceContext, TeacherSource, build_source
-from reffakd.models import MODELS, build_model
+from reffakd.models import build_model, check_model_name
 from reffakd.runtime import resolve_device, seed_everything
+from reffakd.training.sinks import require_tensorboard
 
 
 @dataclass
@@ -35,27 +38,52 @@ class StudentRun:
     objective: Objective
 
 
-def validate_names(config: TrainConfig) -> ResolvedMethod:
-    """Fail fast, before any data is read, on unknown dataset, method, source, loss or model."""
-    get_spec(config.data.name)
+def validate_names(
+    config: TrainConfig, *, check_dataset: bool = True, check_student: bool = True
+) -> ResolvedMethod:
+    """Fail fast, before any data is read, on unknown dataset, method, source, loss or model.
+
+    ``check_dataset`` / ``check_student`` are False when the data / the student module were
+    passed as objects rather than named."""
+    if check_dataset:
+        _refuse_user_data(config)
+        get_spec(config.data.name)
     method = resolve_method(config.method, config.source, config.loss)
     if method.source is not None:
         SOURCES.get(method.source)
     OBJECTIVES.get(method.loss)
-    if ":" not in config.student:
-        MODELS.get(config.student)
+    if check_student:
+        check_model_name(config.student)
+    if config.tensorboard:
+        require_tensorboard()
     return method
 
 
-def build_run(config: TrainConfig, run_dir: Path, data: PreparedData | None = None) -> StudentRun:
-    """Read the data and build the student, the source and the loss; writes nothing."""
+def _refuse_user_data(config: TrainConfig) -> None:
+    if config.data.name == USER_DATA:
+        raise UserError(
+            "this run trained on data passed to train_student, which cannot be read again from "
+            "the config: pass the same data again (train_student(..., data=...))."
+        )
+
+
+def build_run(
+    config: TrainConfig,
+    run_dir: Path,
+    data: PreparedData | None = None,
+    student: nn.Module | None = None,
+) -> StudentRun:
+    """Read the data and build the student, the source and the loss; writes nothing.
+
+    ``data`` and ``student`` replace the named dataset and model when given."""
     absolute_paths(config.source)
-    method = validate_names(config)
+    method = validate_names(config, check_dataset=data is None, check_student=student is None)
     device = resolve_device(config.device)
     data = data or prepare_data(config.data)
     transform = data.batch_transform(config.augment)
     seed_everything(config.seed)
-    student = build_model(config.student, data.splits.num_classes, **data.model_input)
+    if student is None:
+        student = build_model(config.student, data.splits.num_classes, **data.model_input)
     source = None
     if method.source is not None:
         context = SourceContext(

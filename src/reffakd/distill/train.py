@@ -1,52 +1,176 @@
 """``train_student``: a student trained with any method, in a self-contained run directory.
 
-The run is built and checked first (:func:`reffakd.distill.build.build_run`); only then is the
-folder locked and ``config.yaml`` written, the teacher signal set up (which may train an
-autoencoder or a light teacher inside the run) and the student trained. An interrupted run
-continues with ``resume=True``.
+The folder is locked and the run built and checked (:func:`reffakd.distill.build.build_run`);
+only then is ``config.yaml`` written, the teacher signal set up (which may train an autoencoder
+or a light teacher inside the run) and the student trained. A refused run leaves the folder as
+it found it. An interrupted run continues with ``resume=True``, and a run continued with more
+``optim.epochs`` is bit-identical to one asked for that many epochs from the start (on CPU, the
+schedule's milestones being the same).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from reffakd import __version__
-from reffakd.config import TrainConfig, dump_yaml
-from reffakd.distill.build import StudentRun, build_run
+from reffakd.config import TrainConfig, dump_yaml, load_yaml
+from reffakd.data.prepare import PreparedData
+from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
+from reffakd.distill.build import StudentRun, absolute_paths, build_run
+from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
+from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
+from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import RunDir, open_run
+from reffakd.training.rundir import (
+    RunDir,
+    config_changes,
+    describe_changes,
+    open_run,
+    record_command,
+)
+from reffakd.training.runs import load_run_config, read_summary
+from reffakd.training.sinks import epoch_sinks
 from reffakd.training.summary import write_summary
 
+EPOCHS = "optim.epochs"
 
-def train_student(config: TrainConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``config.student`` with ``config.method``; returns the run summary."""
+
+def train_student(
+    config: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    student: nn.Module | None = None,
+    data: Any = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train ``config.student`` with ``config.method`` on ``config.data``; returns the summary.
+
+    ``student``: your own ``nn.Module`` instead of a named model; it trains in place and the run
+    records it as ``<user module ClassName>``. ``data``: your own data instead of a named
+    dataset (:func:`reffakd.data.user.user_splits`: ``DataSplits``, a dataset, tensors, or a
+    mapping of ``train``/``val``/``test``), recorded as ``user data``; without ``val`` a
+    ``config.data.val_fraction`` of train is held out. Neither can be rebuilt from the run's
+    files, so such a run resumes only through this function, given the same module and data
+    again. ``command``: the command line, kept in ``command.txt`` and the summary.
+
+    With ``resume`` the run in ``out`` continues with the config it was made with; ``config``
+    may differ from it only in ``optim.epochs`` (to extend or shorten the run, never below the
+    epochs already trained) and in :data:`~reffakd.training.rundir.FREE_ON_RESUME`.
+    """
     out = Path(out)
-    run_dir = RunDir(out)
-    if resume and run_dir.is_complete():
-        return json.loads(run_dir.summary.read_text())
+    config = _recorded(config, student, data)
+    absolute_paths(config.source)
+    if resume:
+        _check_resumable(RunDir(out), config, data is not None)
+        summary = check_resume(config, out)
+        if summary is not None:
+            return summary
+    prepared = _user_data(config, data) if data is not None else None
     run_dir = open_run(out, resume, "training")
     try:
-        return _train_locked(build_run(config, out), run_dir, resume)
+        return _train_locked(build_run(config, out, prepared, student), run_dir, resume, command)
     finally:
         run_dir.unlock()
 
 
-def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, Any]:
+def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
+    """Refuse to resume ``out`` with another config; the summary when it is already done."""
+    recorded = load_run_config(out)
+    changes = config_changes(recorded, config)
+    changes.pop(EPOCHS, None)
+    if changes:
+        raise UserError(
+            f"{out} holds a training run made with other options ({describe_changes(changes)});"
+            " resume it with its own options, or start a new run with another --out."
+        )
+    summary = read_summary(out)
+    wanted = config.optim.epochs
+    if summary is not None and summary.get("epochs") == wanted:
+        return summary
+    if wanted != recorded.optim.epochs:
+        trained = trained_epochs(RunDir(out))
+        if wanted < trained:
+            raise UserError(
+                f"{out} has already trained {trained} epochs, more than --epochs {wanted}; "
+                f"pass --epochs {trained} or more, or leave --epochs out."
+            )
+    return None
+
+
+def trained_epochs(run_dir: RunDir) -> int:
+    """The epochs saved in ``last.pt`` (0 before the first one)."""
+    if not run_dir.last_checkpoint.exists():
+        return 0
+    return int(load_checkpoint(run_dir.last_checkpoint).get("epoch", 0))
+
+
+def _recorded(config: TrainConfig, student: nn.Module | None, data: Any) -> TrainConfig:
+    """A copy of ``config`` naming the module and data passed as objects."""
+    if student is not None:
+        if not isinstance(student, nn.Module):
+            raise UserError(f"student must be a torch nn.Module, got {type(student).__name__}.")
+        config = dataclasses.replace(config, student=user_module_name(student))
+    if data is not None and not isinstance(data, PreparedData):
+        data_config = dataclasses.replace(config.data, name=USER_DATA, data_dir=None)
+        config = dataclasses.replace(config, data=data_config)
+    return config
+
+
+def _user_data(config: TrainConfig, data: Any) -> PreparedData:
+    if isinstance(data, PreparedData):
+        return data
+    splits = user_splits(
+        data, val_fraction=config.data.val_fraction, split_seed=config.data.split_seed
+    )
+    return prepare_user_data(splits, config.data.image_size)
+
+
+def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> None:
+    """A run of a user module or user data resumes only when given them again."""
+    if not run_dir.config.exists():
+        return
+    values = load_yaml(run_dir.config)
+    if (values.get("data") or {}).get("name") == USER_DATA and not data_given:
+        raise UserError(
+            f"{run_dir.path} trained on data passed to train_student, which cannot be read "
+            "again from its config: pass the same data again (train_student(..., data=...))."
+        )
+    recorded = str(values.get("student"))
+    if recorded == config.student or not is_user_module_name(recorded):
+        return
+    if is_user_module_name(config.student):
+        raise UserError(
+            f"{run_dir.path} trained a {recorded}, not a {config.student}; resume it with a "
+            "module of the same class."
+        )
+    raise UserError(
+        f"{run_dir.path} trained a {recorded} passed to train_student, which cannot be rebuilt "
+        "from its name: pass a module of that class again (train_student(..., student=module))."
+    )
+
+
+def _train_locked(
+    run: StudentRun, run_dir: RunDir, resume: bool, command: str | None
+) -> dict[str, Any]:
     config, data = run.config, run.data
+    data.save_inputs(run_dir.path)  # first: a resumed run whose inputs changed is refused here
+    if resume:  # a finished run extended to more epochs is unfinished again
+        run_dir.summary.unlink(missing_ok=True)
     atomic_write_text(run_dir.config, dump_yaml(config))
-    data.save_inputs(run_dir.path)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -66,9 +190,11 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
         device=run.device,
         progress=config.progress,
         desc=f"{config.method} {config.student}",
+        sinks=epoch_sinks(run_dir.path, config.tensorboard),
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
+    record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("student_training", run.device) as meter:
         result = trainer.fit()
     student_phase = _student_phase(run, meter.result, result.summary)
@@ -94,6 +220,8 @@ def _train_locked(run: StudentRun, run_dir: RunDir, resume: bool) -> dict[str, A
     }
     if record.key is not None:
         summary[record.key] = record.info
+    if command:
+        summary["command"] = command
     write_summary(run_dir, summary)
     return summary
 

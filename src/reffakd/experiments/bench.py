@@ -43,7 +43,7 @@ from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_method_curves
 from reffakd.files import atomic_write_text, write_json
 from reffakd.kd.methods import PRESETS, resolve_method
 from reffakd.lwkd.teacher import TEACHER_DIR
-from reffakd.training.rundir import RunDir
+from reffakd.training.rundir import RunDir, record_command
 
 
 @dataclass
@@ -135,11 +135,15 @@ def train_config(suite: Suite, dataset: str, seed: int, overrides: dict[str, Any
     return from_dict(TrainConfig, values)
 
 
-def run_suite(suite: Suite, out: Path, data_dir: str | None = None) -> dict[str, Any]:
-    """Run (or continue) every run of ``suite`` in ``out`` and write the results files."""
+def run_suite(
+    suite: Suite, out: Path, data_dir: str | None = None, command: str | None = None
+) -> dict[str, Any]:
+    """Run (or continue) every run of ``suite`` in ``out`` and write the results files.
+    ``command``: the command line, appended to ``command.txt``."""
     paths = BenchPaths(Path(out))
     paths.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
+    record_command(paths.root, command)
     data_override = {"data": {"data_dir": data_dir}} if data_dir else {}
     for dataset in suite.datasets:
         for seed in suite.seeds:

@@ -53,7 +53,7 @@ def run_demo(args: argparse.Namespace) -> int:
         f"({len(data.splits.train)} train / {len(data.splits.val)} val / "
         f"{len(data.splits.test)} test), {time.perf_counter() - started:.1f}s"
     )
-    summary = train_student(config, out)
+    summary = train_student(config, out, command=getattr(args, "command_line", None))
     phases = summary["phases"]
     print(
         f"phase 1, autoencoder + soft labels: {phases.get('teacher_signal_seconds', 0):.1f}s "

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reffakd.data.spec import DATASETS, DatasetSpec
+from reffakd.errors import UserError
 from reffakd.experiments.bench import load_suite, packaged_suites
 from reffakd.kd.methods import PRESETS
 from reffakd.kd.objectives import OBJECTIVES
@@ -47,11 +48,28 @@ def list_models() -> str:
     rows = []
     for name in MODELS.names():
         factory = MODELS.get(name)
-        shape = getattr(factory, "default_input", DEFAULT_INPUT)
-        model = factory(num_classes=DEFAULT_CLASSES, **shape)
-        rows.append([name, f"{count_parameters(model):,}", _options(shape) or "-"])
+        shape = default_input(factory)
+        try:
+            parameters = f"{count_parameters(factory(num_classes=DEFAULT_CLASSES, **shape)):,}"
+        except UserError:  # e.g. a plugin's model that needs another input
+            parameters = "?"
+        rows.append([name, parameters, _options(shape) or "-"])
     note = f"parameters with {DEFAULT_CLASSES} classes at the input shown"
     return table(["model", "parameters", "input"], rows) + f"\n({note})"
+
+
+def default_input(factory: Callable[..., Any]) -> dict[str, Any]:
+    """The input a model factory is listed at: its ``default_input``, else the defaults of its
+    ``in_channels`` / ``image_size`` parameters, else 3x32x32."""
+    declared = getattr(factory, "default_input", None)
+    if declared is not None:
+        return dict(declared)
+    parameters = inspect.signature(factory).parameters
+    shape = {}
+    for key, fallback in DEFAULT_INPUT.items():
+        default = parameters[key].default if key in parameters else inspect.Parameter.empty
+        shape[key] = fallback if default is inspect.Parameter.empty else default
+    return shape
 
 
 def _image_input(spec: DatasetSpec) -> str:

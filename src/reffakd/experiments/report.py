@@ -92,7 +92,7 @@ def report_kind(directory: Path) -> str:
             "directory (results.json + suite.yaml)."
         )
     summary = _read_json(directory / "summary.json")
-    if "soft_labels" in summary:
+    if "soft_labels" in summary and "method" not in summary:  # a student run records its method
         if not (directory / "soft_labels.pt").exists():
             raise UserError(f"soft-label run {directory} has summary.json but no soft_labels.pt.")
         return "soft-labels"

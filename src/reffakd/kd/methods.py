@@ -22,7 +22,7 @@ class MethodSpec:
     description: str = ""
 
 
-PRESETS: Registry[MethodSpec] = Registry("method")
+PRESETS: Registry[MethodSpec] = Registry("method", entry_points="reffakd.methods")
 # Hinton KD: the same temperature on both sides (teacher_temperature None), T 4, alpha 0.9.
 _HINTON = {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": None}
 # Tf-KD self-training: the authors' CIFAR-100 configs (yuanli2333/Teacher-free-Knowledge-

@@ -19,6 +19,8 @@ from reffakd.registry import Registry
 
 
 class Objective:
+    uses_epoch = False  # True when the terms depend on the epoch (a warm-up)
+
     def __call__(
         self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
     ) -> dict[str, Tensor]:
@@ -31,7 +33,9 @@ class Objective:
 
 
 # LW-KD's adversarial loss registers itself from reffakd.lwkd (docs/lwkd.md).
-OBJECTIVES: Registry[Callable[..., Objective]] = Registry("loss", autoload=("reffakd.lwkd",))
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry(
+    "loss", autoload=("reffakd.lwkd",), entry_points="reffakd.losses"
+)
 
 
 def build_objective(name: str, options: dict[str, Any]) -> Objective:
@@ -148,6 +152,10 @@ class DecoupledKD(Objective):
     ) -> None:
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
         self.warmup, self.ce_weight, self.standardize = warmup, ce_weight, standardize
+
+    @property
+    def uses_epoch(self) -> bool:  # type: ignore[override]
+        return self.warmup > 0
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)

@@ -17,6 +17,7 @@ which the cost accounting charges one forward pass per sample.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +112,9 @@ def option_names(factory: Callable[..., Any], skip: int = 0) -> list[str]:
 SourceFactory = Callable[..., TeacherSource]
 # The aesl and lwkd sources register themselves from their packages (docs/methods.md).
 SOURCES: Registry[SourceFactory] = Registry(
-    "teacher-signal source", autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd")
+    "teacher-signal source",
+    autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd"),
+    entry_points="reffakd.sources",
 )
 
 
@@ -125,7 +128,8 @@ def build_source(name: str, options: dict[str, Any], context: SourceContext) -> 
 def check_options(
     factory: Callable[..., Any], options: dict[str, Any], what: str, section: str, skip: int = 0
 ) -> None:
-    """Refuse option names that ``factory`` does not take, listing the ones it does.
+    """Refuse option names that ``factory`` does not take, listing the ones it does, and
+    numbers that are not finite (``--temperature nan``).
 
     A factory that passes ``**options`` on declares where with ``forwards_options_to``.
     """
@@ -136,3 +140,6 @@ def check_options(
             f"unknown option '{section}.{unknown[0]}' for {what}; "
             f"its options are: {', '.join(known) or 'none'}."
         )
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"option '{section}.{name}' of {what} must be finite, got {value}.")

@@ -22,10 +22,12 @@ from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSigna
 from reffakd.models import build_model
 from reffakd.training.runs import (
     TrainedRun,
+    check_training_run,
     load_run_config,
     load_weights,
     open_trained_run,
     read_summary,
+    run_folder,
 )
 from reffakd.training.summary import format_percent
 
@@ -44,12 +46,17 @@ class ClassTableSource(TeacherSource):
 @SOURCES.register("smooth")
 def smooth_source(context: SourceContext, eps: float = 0.1) -> ClassTableSource:
     """Label smoothing: 1 - eps on the true class, eps / (C - 1) elsewhere."""
+    return ClassTableSource(smoothing_table(context.num_classes, eps))
+
+
+def smoothing_table(num_classes: int, eps: float = 0.1) -> Tensor:
+    """(C, C): 1 - eps on the diagonal, eps / (C - 1) elsewhere."""
     if not 0.0 <= eps < 1.0:
         raise UserError(f"label smoothing eps must be in [0, 1), got {eps}")
-    c = context.num_classes
+    c = num_classes
     table = torch.full((c, c), eps / (c - 1))
     table.fill_diagonal_(1.0 - eps)
-    return ClassTableSource(table)
+    return table
 
 
 @SOURCES.register("virtual")
@@ -58,14 +65,19 @@ def virtual_source(
 ) -> ClassTableSource:
     """Tf-KD virtual teacher: p_d = a on the true class, (1 - a)/(C - 1) elsewhere, then
     softened as in the reference code: softmax(p_d / temperature)."""
+    return ClassTableSource(virtual_table(context.num_classes, a, temperature))
+
+
+def virtual_table(num_classes: int, a: float = 0.99, temperature: float = 20.0) -> Tensor:
+    """(C, C): row y is softmax(p_d / temperature), p_d = a on y and (1 - a)/(C - 1) elsewhere."""
     if not 0.0 < a <= 1.0 or temperature <= 0:
         raise UserError(
             f"virtual teacher needs a in (0, 1] and temperature > 0, got {a}, {temperature}"
         )
-    c = context.num_classes
+    c = num_classes
     virtual = torch.full((c, c), (1.0 - a) / (c - 1))
     virtual.fill_diagonal_(a)
-    return ClassTableSource(torch.softmax(virtual / temperature, dim=1))
+    return torch.softmax(virtual / temperature, dim=1)
 
 
 # ---------------------------------------------------------------------------- network sources
@@ -172,6 +184,7 @@ def _network_source(
             "teacher outputs may only be cached for un-augmented inputs (an augmented sample "
             "differs every epoch); set --set augment.enabled=false or drop source.cache."
         )
+    check_training_run(run_folder(run))  # before its checkpoint: say if it is another kind
     trained = open_trained_run(run, checkpoint, "teacher")
     config = load_run_config(trained.path)
     _check_compatible(run, config, context)

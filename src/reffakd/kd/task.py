@@ -1,7 +1,8 @@
 """The distiller: a student trained with a loss on a teacher signal (mdistiller's contract).
 
 ``forward_train(...) -> (logits, {name: loss})``; the engine sums the named losses, logs each,
-and never needs to know which method produced them.
+and never needs to know which method produced them. The losses come from a
+:class:`~reffakd.kd.modules.DistillationLoss`, the criterion a user's own loop uses too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reffakd.kd.modules import DistillationLoss
 from reffakd.kd.objectives import Objective
 from reffakd.kd.signal import TeacherSource
 from reffakd.training.task import Task, topk_correct
@@ -30,8 +32,15 @@ class Distiller(Task):
     def __init__(self, student: nn.Module, source: TeacherSource | None, objective: Objective):
         super().__init__()
         self.student = student
-        self.source = source
-        self.objective = objective
+        self.criterion = DistillationLoss(source, objective)
+
+    @property
+    def source(self) -> TeacherSource | None:
+        return self.criterion.source
+
+    @property
+    def objective(self) -> Objective:
+        return self.criterion.objective
 
     def learnable_parameters(self) -> Iterable[nn.Parameter]:
         return self.student.parameters()
@@ -57,8 +66,7 @@ class Distiller(Task):
         self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.student(inputs)
-        signal = self.source(inputs, labels, indices) if self.source is not None else None
-        return logits, self.objective(logits, labels, signal, epoch)
+        return logits, self.criterion.terms(logits, labels, inputs, indices, epoch)
 
     def train_sums(self, outputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return {"top1": topk_correct(outputs, labels, (1,))["top1"]}

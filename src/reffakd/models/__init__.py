@@ -6,6 +6,10 @@ Image factories take ``in_channels`` and ``image_size``; text factories take ``v
 >>> from reffakd.models import build_model
 >>> net = build_model("lenet5", num_classes=10, in_channels=1, image_size=32)
 >>> txt = build_model("textcnn", num_classes=2, vocab_size=1000, max_len=64)
+
+A model name is one of: a registered name (``reffakd list models``; installed packages add
+names through the ``reffakd.models`` entry-point group), an adapter ``timm:NAME`` or
+``torchvision:NAME``, or an import path ``package.module:factory`` to the user's own code.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from collections.abc import Callable
 from torch import nn
 
 from reffakd.errors import UserError
+from reffakd.models.adapters import PREFIXES as ADAPTER_PREFIXES
 from reffakd.models.adapters import build_adapter
+from reffakd.models.imported import build_imported, resolve_factory
 from reffakd.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+MODELS: Registry[ModelFactory] = Registry("model", entry_points="reffakd.models")
 
 # What an image factory gets when the caller leaves its input shape out.
 IMAGE_DEFAULTS = {"in_channels": 3, "image_size": 32}
@@ -64,22 +70,65 @@ def build_model(
     image_size: int | None = None,
     **input_shape: int,
 ) -> nn.Module:
-    """Build a registered model, or an adapter model ``timm:NAME`` / ``torchvision:NAME``.
+    """Build a registered model, an adapter model (``timm:NAME`` / ``torchvision:NAME``) or the
+    model an import path ``package.module:factory`` names.
 
     ``in_channels``/``image_size`` (positional or keyword, default 3 and 32) go to image
     models; any other keyword (``vocab_size``, ``max_len``, ``pad_id``, model options) goes to
-    the factory as is. An argument the factory does not take raises :class:`UserError`.
+    the factory as is. An argument a registered factory does not take raises
+    :class:`UserError`.
     """
     shape = {"in_channels": in_channels, "image_size": image_size, **input_shape}
     shape = {k: v for k, v in shape.items() if v is not None}
+    image_only = set(shape) <= set(IMAGE_DEFAULTS)
     if ":" in name:
-        extra = sorted(set(shape) - set(IMAGE_DEFAULTS))
-        if extra:
-            raise UserError(f"adapter model {name!r} is an image model; it does not take {extra}")
-        image = {**IMAGE_DEFAULTS, **shape}
-        return build_adapter(name, num_classes, image["in_channels"], image["image_size"])
+        if name.partition(":")[0] in ADAPTER_PREFIXES:
+            if not image_only:
+                extra = sorted(set(shape) - set(IMAGE_DEFAULTS))
+                raise UserError(
+                    f"adapter model {name!r} is an image model; it does not take {extra}"
+                )
+            image = {**IMAGE_DEFAULTS, **shape}
+            return build_adapter(name, num_classes, image["in_channels"], image["image_size"])
+        offered = {**IMAGE_DEFAULTS, **shape} if image_only else shape
+        return build_imported(name, num_classes, **offered)
+    _refuse_user_module(name)
     factory = MODELS.get(name)
     return factory(num_classes=num_classes, **_factory_arguments(name, factory, shape))
+
+
+def check_model_name(name: str) -> None:
+    """Fail fast on a model name that cannot be built: unknown, or an import path whose module
+    or attribute is missing (adapters are checked when built, as they import big packages)."""
+    if ":" in name:
+        if name.partition(":")[0] not in ADAPTER_PREFIXES:
+            resolve_factory(name)
+        return
+    _refuse_user_module(name)
+    MODELS.get(name)
+
+
+# How a run records a student that was passed as an nn.Module instance, not by name.
+USER_MODULE = "<user module {}>"
+
+
+def user_module_name(module: nn.Module) -> str:
+    """The name a run records for a module passed as an instance, e.g. ``<user module Net>``."""
+    return USER_MODULE.format(type(module).__name__)
+
+
+def is_user_module_name(name: str) -> bool:
+    prefix, _, suffix = USER_MODULE.partition("{}")
+    return name.startswith(prefix) and name.endswith(suffix)
+
+
+def _refuse_user_module(name: str) -> None:
+    if is_user_module_name(name):
+        raise UserError(
+            f"model {name!r} was an nn.Module passed to train_student, so it cannot be rebuilt "
+            "from its name: pass the module again (train_student(..., student=module)), or "
+            "name a factory instead (package.module:factory)."
+        )
 
 
 def list_models() -> list[str]:

@@ -175,7 +175,3 @@ def resnet50_tin(num_classes: int, in_channels: int = 3, image_size: int = 64) -
     _check_notebook_size("resnet50_tin", image_size)
     return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, "avg4", image_size)
 
-
-# `reffakd list models` counts these at the only size they take.
-resnet18_tin.default_input = {"in_channels": 3, "image_size": 64}  # type: ignore[attr-defined]
-resnet50_tin.default_input = {"in_channels": 3, "image_size": 64}  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from reffakd.files import atomic_torch_save, atomic_write_text
 from reffakd.runtime import capture_rng_state, restore_rng_state
 from reffakd.training.checkpoint import FORMAT, load_checkpoint
 from reffakd.training.rundir import RunDir
+from reffakd.training.sinks import EpochSink, metrics_csv
 from reffakd.training.summary import summarize
 from reffakd.training.task import Task
 
@@ -53,6 +54,7 @@ class Trainer:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
     desc: str = "train"
+    sinks: list[EpochSink] = field(default_factory=list)  # per-epoch records (TensorBoard)
 
     def __post_init__(self) -> None:
         self.task.to(self.device)
@@ -107,6 +109,7 @@ class Trainer:
     def _write_metrics(self) -> None:
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
         atomic_write_text(self.run_dir.metrics, lines)
+        atomic_write_text(self.run_dir.metrics_csv, metrics_csv(self.history))
 
     # ----------------------------------------------------------------- the loop
     def fit(self) -> FitResult:
@@ -122,22 +125,31 @@ class Trainer:
             for name, split in (("val", self.splits.val), ("test", self.splits.test))
             if len(split)
         }
-        for epoch in range(self.start_epoch, self.optim.epochs + 1):
-            record = self.run_epoch(epoch, train_loader, eval_loaders)
-            self.history.append(record)
-            # best.pt first: a crash between the two writes re-runs this epoch on resume, which
-            # rewrites best.pt identically, instead of leaving a best.pt older than the history.
-            if self._is_best(record):
-                atomic_torch_save(
-                    {"model": self.task.state_dict(), "epoch": epoch, "record": record},
-                    self.run_dir.best_checkpoint,
-                )
-            atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
-            self._write_metrics()
-            if os.environ.get(FAULT_ENV) == str(epoch):
-                os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            for epoch in range(self.start_epoch, self.optim.epochs + 1):
+                self._finish_epoch(epoch, self.run_epoch(epoch, train_loader, eval_loaders))
+        finally:
+            for sink in self.sinks:
+                sink.close()
         summary = summarize(self.history, *self.selection)
         return FitResult(self.history, summary)
+
+    def _finish_epoch(self, epoch: int, record: dict[str, Any]) -> None:
+        """Keep the record, write the checkpoints and metrics, then tell the sinks."""
+        self.history.append(record)
+        # best.pt first: a crash between the two writes re-runs this epoch on resume, which
+        # rewrites best.pt identically, instead of leaving a best.pt older than the history.
+        if self._is_best(record):
+            atomic_torch_save(
+                {"model": self.task.state_dict(), "epoch": epoch, "record": record},
+                self.run_dir.best_checkpoint,
+            )
+        atomic_torch_save(self.state(epoch), self.run_dir.last_checkpoint)
+        self._write_metrics()
+        for sink in self.sinks:
+            sink.write(record)
+        if os.environ.get(FAULT_ENV) == str(epoch):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     @property
     def selection(self) -> tuple[str, str]:

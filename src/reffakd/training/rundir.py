@@ -1,11 +1,17 @@
 """A run directory holds everything of one run, and a lock so two processes never share it.
 
-Layout: ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch),
+Layout: ``config.yaml`` (resolved), ``command.txt`` (the command lines that started and resumed
+it), ``metrics.jsonl`` (one line per epoch) and ``metrics.csv`` (the same, as a table),
 ``checkpoints/last.pt`` and ``checkpoints/best.pt``, ``summary.json``, plots, and the
 artefacts of the method (e.g. ``soft_labels.pt``, or an ``ae/`` sub-run).
 
 The lock is an ``fcntl.flock`` on ``.lock``: the kernel drops it when its process ends, however
-it ends, so a killed run never leaves a stale lock behind.
+it ends, so a killed run never leaves a stale lock behind. Taking it also clears the temp files
+a killed writer left (no one else can be writing there then).
+
+A run is resumed with the config it was made with: :func:`config_changes` names what a new config
+would change, apart from :data:`FREE_ON_RESUME`, which changes where and how visibly a run goes,
+never its results.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from typing import Any
 
 from reffakd.config import dump_yaml, from_dict, load_yaml, to_dict
 from reffakd.errors import UserError
-from reffakd.files import atomic_write_text
+from reffakd.files import atomic_write_text, refused_writes, remove_orphan_temps
 
 LOCK_NAME = ".lock"
+COMMAND_FILE = "command.txt"
+FREE_ON_RESUME = ("progress", "device", "data.data_dir", "tensorboard")
+RESUME_HOW = {"training": "--resume {out}", "soft-label": "--out {out} --resume"}
 
 
 class RunDir:
@@ -31,10 +40,12 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock_fd: int | None = None
-        self._created = False
+        self._created: list[Path] = []  # the folders lock() made, innermost first
 
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.jsonl")
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+    commands = property(lambda self: self.path / COMMAND_FILE)
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.pt")
@@ -47,9 +58,28 @@ class RunDir:
         return self.summary.exists()
 
     def lock(self) -> None:
-        """Take the lock, or raise UserError if another process holds it."""
-        self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
+        """Take the lock, or raise UserError if another process holds it or the folder cannot
+        be made or written; then clear the temp files of killed writers."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(
+                f"run directory {self.path} is a file, not a folder; choose another --out."
+            )
+        self._created = [p for p in (self.path, *self.path.parents) if not p.exists()]
+        with refused_writes(self.path, "create the run directory"):
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with refused_writes(self.path, "write into the run directory"):
+                self._take_lock()
+        except UserError:
+            if self._lock_fd is None:
+                self._forget_created()
+            else:
+                self.unlock()
+            raise
+        remove_orphan_temps(self.path)
+        remove_orphan_temps(self.checkpoints)
+
+    def _take_lock(self) -> None:
         lock_path = self.path / LOCK_NAME
         while True:
             fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -58,7 +88,6 @@ class RunDir:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
-                self._forget_created()
                 raise UserError(
                     f"run directory {self.path} is in use by process {holder}; wait for it to "
                     "finish or choose another --out."
@@ -66,9 +95,9 @@ class RunDir:
             if _same_file(fd, lock_path):
                 break
             os.close(fd)  # the file was replaced while we waited: lock the new one
+        self._lock_fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
-        self._lock_fd = fd
 
     def unlock(self) -> None:
         """Release the lock; a directory this lock created and nothing else used is removed."""
@@ -80,10 +109,11 @@ class RunDir:
         self._forget_created()
 
     def _forget_created(self) -> None:
-        if self._created:
-            with contextlib.suppress(OSError):  # only succeeds when the run left nothing behind
-                self.path.rmdir()
-            self._created = False
+        """Remove the folders lock() made, as long as the run left nothing in them."""
+        with contextlib.suppress(OSError):  # rmdir fails on the first folder that is not empty
+            for folder in self._created:
+                folder.rmdir()
+        self._created = []
 
     def __enter__(self) -> RunDir:
         self.lock()
@@ -112,9 +142,9 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
     """Lock ``out``; refuse to start a new run over an existing one."""
     run_dir = RunDir(out)
     if not resume and run_dir.holds_run():
+        how = RESUME_HOW.get(what, "--resume").format(out=out)
         raise UserError(
-            f"{out} already holds a {what} run; continue it with --resume {out}, "
-            "or choose a new --out."
+            f"{out} already holds a run; continue it with {how}, or choose a new --out."
         )
     run_dir.lock()
     return run_dir
@@ -122,26 +152,68 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
 
 def check_or_write_config(run_dir: RunDir, cls: type, config: Any, what: str) -> None:
     """Write ``config.yaml``, or check that a resumed run was made with this same config."""
-    if run_dir.config.exists():
-        try:
-            existing = from_dict(cls, load_yaml(run_dir.config))
-        except UserError:
-            raise UserError(
-                f"{run_dir.path} holds a run of another kind, not a {what} run; "
-                "choose another --out."
-            ) from None
-        if _comparable(existing) != _comparable(config):
-            raise UserError(
-                f"{run_dir.path} holds a {what} run made with other options; resume it with "
-                "its own options (--resume alone) or choose another --out."
-            )
+    if not check_recorded_config(run_dir, cls, config, what):
+        atomic_write_text(run_dir.config, dump_yaml(config))
+
+
+def check_recorded_config(run_dir: RunDir, cls: type, config: Any, what: str) -> bool:
+    """False when ``run_dir`` records no config; True when it records ``config`` (up to
+    :data:`FREE_ON_RESUME`); else a UserError naming what differs."""
+    if not run_dir.config.exists():
+        return False
+    try:
+        existing = from_dict(cls, load_yaml(run_dir.config))
+    except UserError:
+        raise UserError(
+            f"{run_dir.path} holds a run of another kind, not a {what} run; choose another --out."
+        ) from None
+    changes = config_changes(existing, config)
+    if changes:
+        raise UserError(
+            f"{run_dir.path} holds a {what} run made with other options "
+            f"({describe_changes(changes)}); resume it with its own options (--resume "
+            "alone) or choose another --out."
+        )
+    return True
+
+
+def config_changes(recorded: Any, requested: Any) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (recorded, requested)}`` for every value that differs, except the keys of
+    :data:`FREE_ON_RESUME` (at any depth, e.g. ``ae.device``)."""
+    old, new = _flatten(to_dict(recorded)), _flatten(to_dict(requested))
+    changes = {}
+    for key in sorted(set(old) | set(new)):
+        if any(key == free or key.endswith(f".{free}") for free in FREE_ON_RESUME):
+            continue
+        if old.get(key) != new.get(key):
+            changes[key] = (old.get(key), new.get(key))
+    return changes
+
+
+def describe_changes(
+    changes: dict[str, tuple[Any, Any]], names: dict[str, str] | None = None
+) -> str:
+    """``optim.lr 0.1 -> 0.05, seed 0 -> 1``; ``names`` renames keys (e.g. to their flags)."""
+    names = names or {}
+    return ", ".join(
+        f"{names.get(key, key)} {old!r} -> {new!r}" for key, (old, new) in changes.items()
+    )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):  # an empty section adds nothing
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def record_command(folder: Path, command: str | None) -> None:
+    """Append the command line that (re)started the run to ``folder/command.txt``."""
+    if not command:
         return
-    atomic_write_text(run_dir.config, dump_yaml(config))
-
-
-def _comparable(config: Any) -> dict[str, Any]:
-    """A config without the keys that may change between an interrupted run and its resume."""
-    values = to_dict(config)
-    for key in ("progress", "device"):
-        values.pop(key, None)
-    return values
+    path = Path(folder) / COMMAND_FILE
+    earlier = path.read_text(encoding="utf-8") if path.exists() else ""
+    atomic_write_text(path, earlier + command.rstrip("\n") + "\n")

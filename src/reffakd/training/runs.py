@@ -67,9 +67,20 @@ def run_kind(path: Path) -> str | None:
 def load_run_config(run: str | Path) -> TrainConfig:
     """The resolved config of a ``reffakd train`` run directory."""
     path = Path(run)
-    kind = run_kind(path)
+    check_training_run(path)
+    return from_dict(TrainConfig, load_yaml(path / "config.yaml"))
+
+
+def check_training_run(run: str | Path) -> None:
+    """Refuse, saying what it is instead, a folder that is not a ``reffakd train`` run."""
+    if not Path(run).is_dir():
+        raise UserError(f"run {run} not found; pass the folder of a `reffakd train` run.")
+    kind = run_kind(Path(run))
     if kind is None:
-        raise UserError(f"{run} is not a run directory (no config.yaml); check the path.")
+        raise UserError(
+            f"{run} is not a run directory (no config.yaml); pass the folder of a "
+            "`reffakd train` run."
+        )
     if kind == "soft-labels":
         raise UserError(
             f"{run} is a soft-labels run, not a training run; pass its soft_labels.pt with "
@@ -77,7 +88,6 @@ def load_run_config(run: str | Path) -> TrainConfig:
         )
     if kind == "light-teacher":
         raise UserError(f"{run} is an LW-KD light-teacher run, not a training run.")
-    return from_dict(TrainConfig, load_yaml(path / "config.yaml"))
 
 
 def locate_checkpoint(run: str | Path, which: str, what: str) -> tuple[Path, Path]:
@@ -86,19 +96,31 @@ def locate_checkpoint(run: str | Path, which: str, what: str) -> tuple[Path, Pat
     if path.suffix == ".pt":
         if not path.is_file():
             raise UserError(f"{what} checkpoint {run} not found; check the path.")
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return run_dir, path
+        return run_folder(path), path
     if which not in CHECKPOINTS:
         raise UserError(f"{what} checkpoint must be best or last, got {which!r}.")
     if not path.is_dir():
         raise UserError(f"{what} run {run} not found; pass the run directory of a trained run.")
+    if run_kind(path) is None:
+        raise UserError(
+            f"{what} run {run} is not a run directory (no config.yaml); pass the folder of a "
+            "trained run."
+        )
     file = path / "checkpoints" / f"{which}.pt"
     if not file.exists():
         raise UserError(
-            f"{what} run {run} has no checkpoints/{which}.pt; finish its training first "
-            f"(reffakd train --resume {run})."
+            f"{what} run {run} is unfinished: it has no checkpoints/{which}.pt yet; finish its "
+            f"training first (reffakd train --resume {run})."
         )
     return path, file
+
+
+def run_folder(run: str | Path) -> Path:
+    """The run directory of ``run``: itself, or the run holding a ``.pt`` checkpoint."""
+    path = Path(run)
+    if path.suffix != ".pt":
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def open_trained_run(run: str | Path, which: str = "best", what: str = "teacher") -> TrainedRun:

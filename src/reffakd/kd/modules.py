@@ -1,0 +1,333 @@
+"""Drop-in criteria for your own training loop: a teacher-signal source × an objective as one
+``nn.Module``, the very pair the engine's :class:`~reffakd.kd.task.Distiller` trains with.
+
+::
+
+    criterion = KDLoss(teacher, alpha=0.9, temperature=4.0)   # the teacher is frozen
+    loss = criterion(logits, labels, inputs)                  # runs the teacher on inputs
+    criterion.last_terms                                      # {"ce": ..., "kd": ...}
+
+Class-level sources (soft-label tables, label smoothing, the Tf-KD virtual teacher) need no
+inputs: ``criterion(logits, labels)``. Every named criterion is a method preset of
+:mod:`reffakd.kd.methods` with its defaults (``None`` keeps the preset's value); any preset
+or source × loss pair is available through :meth:`DistillationLoss.from_method`. ReffAKD's
+own criterion, :class:`reffakd.aesl.loss.ReffAKDLoss`, lives with the soft labels.
+
+Objectives with a warm-up (DKD) need the epoch, counted from 1: call
+``criterion.set_epoch(epoch)`` at the start of each epoch, as with a ``DistributedSampler``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from reffakd.errors import UserError
+from reffakd.kd.methods import resolve_method
+from reffakd.kd.objectives import Objective, build_objective
+from reffakd.kd.signal import TeacherSource
+from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
+
+
+class DistillationLoss(nn.Module):
+    """``loss = criterion(logits, labels, inputs=None)``: the objective's named terms on the
+    source's signal, summed. The terms of the last call are kept, detached, in ``last_terms``.
+
+    The source's networks stay frozen (eval mode, no gradients) whatever mode the criterion is
+    put in. Its tensors follow the logits to their device on the first call.
+    """
+
+    def __init__(self, source: TeacherSource | None, objective: Objective) -> None:
+        super().__init__()
+        self.source = source
+        self.objective = objective
+        self.epoch: int | None = None
+        self.last_terms: dict[str, Tensor] = {}
+
+    @classmethod
+    def from_method(
+        cls,
+        method: str,
+        *,
+        soft_labels: Any = None,
+        teacher: nn.Module | None = None,
+        num_classes: int | None = None,
+        source_options: dict[str, Any] | None = None,
+        **loss_options: Any,
+    ) -> DistillationLoss:
+        """The criterion of a method preset (``reffakd list methods``), e.g. ``"reffakd+dkd"``.
+
+        ``soft_labels`` (a (C, C) table, or an object with a ``table``) feeds a class-table
+        source, ``teacher`` a network source, ``num_classes`` label smoothing and the virtual
+        teacher. ``source_options`` and ``loss_options`` override the preset's options; a
+        ``name`` in either replaces that half of the preset, as in a config's sections.
+        """
+        resolved = resolve_method(method, dict(source_options or {}), loss_options)
+        given = SourceInputs(soft_labels, teacher, num_classes)
+        source = None
+        if resolved.source is not None:
+            source = build_drop_in_source(resolved.source, resolved.source_options, given)
+        return cls(source, build_objective(resolved.loss, resolved.loss_options))
+
+    def set_epoch(self, epoch: int) -> None:
+        """The current epoch, counted from 1 (DKD's warm-up reads it)."""
+        if epoch < 1:
+            raise UserError(f"epochs are counted from 1, got set_epoch({epoch}).")
+        self.epoch = epoch
+
+    @property
+    def needs_inputs(self) -> bool:
+        """True when the source runs a network on the inputs (a teacher)."""
+        return self.source is not None and bool(self.source.networks_per_batch())
+
+    def terms(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        inputs: Tensor | None = None,
+        indices: Tensor | None = None,
+        epoch: int | None = None,
+    ) -> dict[str, Tensor]:
+        """The objective's named loss terms (not summed)."""
+        epoch = self._epoch(epoch)
+        signal = None
+        if self.source is not None:
+            if inputs is None and self.needs_inputs:
+                raise UserError(
+                    f"{type(self).__name__} runs a teacher network on the inputs: call "
+                    "criterion(logits, labels, inputs)."
+                )
+            self._follow(logits.device)
+            signal = self.source(inputs, labels, indices)
+        return self.objective(logits, labels, signal, epoch)
+
+    def forward(
+        self,
+        logits: Tensor,
+        labels: Tensor,
+        inputs: Tensor | None = None,
+        *,
+        indices: Tensor | None = None,
+        epoch: int | None = None,
+    ) -> Tensor:
+        terms = self.terms(logits, labels, inputs, indices, epoch)
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
+        return sum(terms.values())  # type: ignore[return-value]
+
+    def _epoch(self, epoch: int | None) -> int:
+        if epoch is not None:
+            return epoch
+        if self.epoch is not None:
+            return self.epoch
+        if getattr(self.objective, "uses_epoch", False):
+            raise UserError(
+                f"{type(self).__name__}'s loss warms up over epochs: call "
+                "criterion.set_epoch(epoch) (counted from 1) at the start of every epoch, or "
+                "pass warmup=0."
+            )
+        return 1
+
+    def _follow(self, device: torch.device) -> None:
+        """Move the source's tables or teacher to ``device`` once, if they live elsewhere."""
+        for tensor in (*self.buffers(), *self.parameters()):
+            if tensor.device != device:
+                self.to(device)
+            return
+
+
+# ---------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class SourceInputs:
+    """What a drop-in source can be made from: a class table, a teacher, a class count."""
+
+    soft_labels: Any = None
+    teacher: nn.Module | None = None
+    num_classes: int | None = None
+
+    def table(self, source: str) -> Tensor:
+        if self.soft_labels is None:
+            raise UserError(f"source {source!r} needs soft labels: pass soft_labels=.")
+        return class_table(self.soft_labels)
+
+    def network(self, source: str) -> nn.Module:
+        if not isinstance(self.teacher, nn.Module):
+            raise UserError(f"source {source!r} needs a teacher network: pass teacher=module.")
+        return self.teacher
+
+    def classes(self, source: str) -> int:
+        if self.num_classes is None or self.num_classes < 2:
+            raise UserError(f"source {source!r} needs num_classes >= 2, got {self.num_classes}.")
+        return self.num_classes
+
+
+def _network(given: SourceInputs, name: str, options: dict[str, Any]) -> NetworkSource:
+    if options:
+        raise UserError(
+            f"source {name!r} in your own loop takes no options (got {', '.join(options)}); "
+            "the teacher network is used as passed."
+        )
+    teacher = given.network(name)
+    return NetworkSource(teacher, 0, {"module": type(teacher).__name__})
+
+
+DropInSource = Callable[[SourceInputs, str, dict[str, Any]], TeacherSource]
+# The sources a user's loop can make from what it holds; the engine's factories build the same
+# classes from a run's files.
+DROP_IN_SOURCES: dict[str, DropInSource] = {
+    "aesl": lambda given, name, options: ClassTableSource(given.table(name)),
+    "smooth": lambda given, name, options: ClassTableSource(
+        smoothing_table(given.classes(name), **options)
+    ),
+    "virtual": lambda given, name, options: ClassTableSource(
+        virtual_table(given.classes(name), **options)
+    ),
+    "teacher": _network,
+    "self": _network,
+}
+
+
+def build_drop_in_source(name: str, options: dict[str, Any], given: SourceInputs) -> TeacherSource:
+    """The source ``name`` made from tensors and modules instead of run files."""
+    if name not in DROP_IN_SOURCES:
+        raise UserError(
+            f"source {name!r} has no drop-in form (it makes its signal inside a run); use one "
+            f"of: {', '.join(sorted(DROP_IN_SOURCES))}, or train with `reffakd train`."
+        )
+    try:
+        return DROP_IN_SOURCES[name](given, name, dict(options))
+    except TypeError as exc:  # an option the table builder does not take
+        raise UserError(f"source {name!r}: {exc}") from None
+
+
+def class_table(soft_labels: Any) -> Tensor:
+    """A (C, C) float32 table of probability rows from a tensor or an object with ``table``."""
+    table = getattr(soft_labels, "table", soft_labels)
+    if not isinstance(table, Tensor):
+        raise UserError(
+            f"soft labels must be a (C, C) tensor or SoftLabels, got {type(soft_labels).__name__}."
+        )
+    table = table.detach().to(torch.float32).cpu()
+    if table.dim() != 2 or table.shape[0] != table.shape[1] or table.shape[0] < 2:
+        raise UserError(f"soft labels must be a (C, C) table, got shape {tuple(table.shape)}.")
+    sums = table.sum(dim=1)
+    if (
+        not bool(torch.isfinite(table).all())
+        or bool((table < 0).any())
+        or not torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
+    ):
+        raise UserError("soft labels: every row must be non-negative and sum to 1.")
+    return table
+
+
+# ---------------------------------------------------------------------------- named criteria
+def _given(**options: Any) -> dict[str, Any]:
+    """Options the caller set: None keeps the preset's value."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _exactly_one_signal(name: str, teacher: Any, soft_labels: Any) -> str:
+    if (teacher is None) == (soft_labels is None):
+        raise UserError(f"{name} takes either a teacher network or soft_labels, not both or none.")
+    return "teacher" if teacher is not None else "soft labels"
+
+
+class KDLoss(DistillationLoss):
+    """Hinton KD from your frozen ``teacher``: ``criterion(logits, labels, inputs)``.
+    (1 - alpha) CE + alpha T² KL(softmax(t/T) || softmax(z/T)); preset ``kd``."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        alpha: float | None = None,
+        temperature: float | None = None,
+        reduction: str | None = None,
+        **loss_options: Any,
+    ) -> None:
+        options = _given(alpha=alpha, temperature=temperature, reduction=reduction)
+        built = DistillationLoss.from_method("kd", teacher=teacher, **options, **loss_options)
+        super().__init__(built.source, built.objective)
+
+
+class DKDLoss(DistillationLoss):
+    """Decoupled KD (CE + TCKD + NCKD) from a ``teacher`` network or from ``soft_labels``
+    (presets ``kd+dkd`` / ``reffakd+dkd``). With ``warmup`` > 0 epochs, call ``set_epoch``."""
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        *,
+        soft_labels: Any = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        temperature: float | None = None,
+        warmup: int | None = None,
+        **loss_options: Any,
+    ) -> None:
+        signal = _exactly_one_signal("DKDLoss", teacher, soft_labels)
+        method = "kd+dkd" if signal == "teacher" else "reffakd+dkd"
+        options = _given(alpha=alpha, beta=beta, temperature=temperature, warmup=warmup)
+        built = DistillationLoss.from_method(
+            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        )
+        super().__init__(built.source, built.objective)
+
+
+class DISTLoss(DistillationLoss):
+    """DIST (CE + inter- and intra-class Pearson terms) from a ``teacher`` network or from
+    ``soft_labels`` (presets ``kd+dist`` / ``reffakd+dist``)."""
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        *,
+        soft_labels: Any = None,
+        beta: float | None = None,
+        gamma: float | None = None,
+        temperature: float | None = None,
+        **loss_options: Any,
+    ) -> None:
+        signal = _exactly_one_signal("DISTLoss", teacher, soft_labels)
+        method = "kd+dist" if signal == "teacher" else "reffakd+dist"
+        options = _given(beta=beta, gamma=gamma, temperature=temperature)
+        built = DistillationLoss.from_method(
+            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        )
+        super().__init__(built.source, built.objective)
+
+
+class LabelSmoothingLoss(DistillationLoss):
+    """Label smoothing: cross-entropy against 1 - eps on the label, eps / (C - 1) elsewhere
+    (preset ``ls``)."""
+
+    def __init__(self, num_classes: int, eps: float | None = None) -> None:
+        built = DistillationLoss.from_method(
+            "ls", num_classes=num_classes, source_options=_given(eps=eps)
+        )
+        super().__init__(built.source, built.objective)
+
+
+class TfKDVirtualLoss(DistillationLoss):
+    """Tf-KD's virtual teacher: KD towards softmax(p_d / virtual_temperature), p_d = a on the
+    label (preset ``tfkd-reg``)."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        alpha: float | None = None,
+        a: float | None = None,
+        virtual_temperature: float | None = None,
+        **loss_options: Any,
+    ) -> None:
+        source_options = _given(a=a, temperature=virtual_temperature)
+        built = DistillationLoss.from_method(
+            "tfkd-reg",
+            num_classes=num_classes,
+            source_options=source_options,
+            **_given(alpha=alpha),
+            **loss_options,
+        )
+        super().__init__(built.source, built.objective)

@@ -1,0 +1,1020 @@
+"""Bad input never corrupts data, never blocks a retry and never ends in a traceback.
+
+The table below feeds the CLI one bad input per case and checks, for every case:
+
+* exit code 2;
+* a message of at most two lines that names the bad value;
+* no traceback;
+* the ``--out`` folder exactly as it was found (absent, empty, or the run it held);
+* the same command, corrected, then succeeds in that same ``--out`` folder.
+
+Runs use a tiny Fashion-MNIST (60 training images) and one epoch, so a corrected run costs well
+under a second. The kill, interrupt and full-disk behaviour is tested at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import write_idx_labels, write_tiny_idx_dataset
+from PIL import Image
+
+from reffakd.aesl.soft_labels import SoftLabels
+from reffakd.cli import main
+from reffakd.data.spec import get_spec
+from reffakd.training import engine
+
+FMNIST_CLASSES = list(get_spec("fashion-mnist").class_names or [])
+SPEED = ["--no-progress", "--set", "optim.milestones=[1]", "--set", "optim.eval_batch_size=200"]
+
+
+# --------------------------------------------------------------------------- shared inputs
+@dataclass
+class Inputs:
+    """Good inputs made once per module, and the per-test folders a case works in."""
+
+    data: Path  # tiny Fashion-MNIST in IDX files
+    images: Path  # an image folder: train/ and test/, 2 classes, 28x28
+    soft_labels: Path  # a valid soft-label file for Fashion-MNIST
+    teacher: Path  # a finished 2-epoch lenet5 run on the tiny data
+    soft_label_run: Path  # a finished `reffakd soft-labels` run on the tiny data
+    out: Path = Path()  # the case's --out
+    files: Path = Path()  # where a case writes its bad files
+
+    def train(self, *extra: str, out: Path | None = None, data: Path | None = None) -> list[str]:
+        """A one-epoch lenet5 run on the tiny Fashion-MNIST."""
+        return [
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(data or self.data),
+            "--student",
+            "lenet5",
+            "--out",
+            str(out or self.out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            *SPEED,
+            *extra,
+        ]
+
+    def folder(self, *extra: str, data: Path | None = None) -> list[str]:
+        """A one-epoch lenet5 run on an image folder."""
+        return [
+            "train",
+            "--dataset",
+            "imagefolder",
+            "--data-dir",
+            str(data or self.images),
+            "--student",
+            "lenet5",
+            "--out",
+            str(self.out),
+            "--epochs",
+            "1",
+            *SPEED,
+            *extra,
+        ]
+
+    def soft(
+        self, *extra: str, data: Path | None = None, dataset: str = "fashion-mnist"
+    ) -> list[str]:
+        """A one-epoch autoencoder on the tiny Fashion-MNIST (or ``dataset``), 2 samples per
+        class."""
+        return [
+            "soft-labels",
+            "--dataset",
+            dataset,
+            "--data-dir",
+            str(data or self.data),
+            "--out",
+            str(self.out),
+            "--epochs",
+            "1",
+            "-k",
+            "2",
+            *SPEED,
+            *extra,
+        ]
+
+    def bad_data(self) -> Path:
+        """A copy of the tiny IDX files to break; pass ``self.files / "data"`` as --data-dir."""
+        target = self.files / "data" / "fashion-mnist"
+        if not target.exists():
+            shutil.copytree(self.data / "fashion-mnist", target)
+        return target
+
+    def bad_images(self) -> Path:
+        """A copy of the image folder to break."""
+        target = self.files / "images"
+        if not target.exists():
+            shutil.copytree(self.images, target)
+        return target
+
+
+def write_png_folder(root: Path, size: int, classes: dict[str, tuple[int, int]]) -> Path:
+    """``root/{train,test}/<class>/*.png``: ``classes`` maps a class to (train, test) counts.
+
+    Each class is a bright square at its own place on noise, so a model can learn it.
+    """
+    rng = np.random.default_rng(size)
+    for index, (name, counts) in enumerate(classes.items()):
+        for split, count in zip(("train", "test"), counts, strict=True):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 60, (size, size), dtype=np.uint8)
+                at = 2 + 5 * index
+                pixels[at : at + 5, at : at + 5] = 230
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def save_soft_labels(path: Path, table: object, class_names: list[str] | None = None) -> Path:
+    torch.save({"soft_labels": table, "meta": {"class_names": class_names}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, module_env) -> Inputs:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    data = root / "data"
+    write_tiny_idx_dataset(data / "fashion-mnist", n_train=60, n_test=20)
+    images = write_png_folder(root / "images", 28, {"a": (6, 2), "b": (6, 2)})
+    table = torch.softmax(4 * torch.eye(10), dim=1)
+    soft_labels = root / "aesl.pt"
+    SoftLabels(table, None, {"class_names": FMNIST_CLASSES}).save(soft_labels)
+    inputs = Inputs(data, images, soft_labels, root / "teacher", root / "soft-label-run")
+    args = inputs.train(out=inputs.teacher)
+    args[args.index("--epochs") + 1] = "2"
+    assert main(args) == 0
+    inputs.out = inputs.soft_label_run
+    assert main(inputs.soft()) == 0
+    return inputs
+
+
+@pytest.fixture
+def inputs(shared, tmp_path) -> Inputs:
+    (tmp_path / "files").mkdir()
+    return Inputs(
+        shared.data,
+        shared.images,
+        shared.soft_labels,
+        shared.teacher,
+        shared.soft_label_run,
+        out=tmp_path / "out",
+        files=tmp_path / "files",
+    )
+
+
+# --------------------------------------------------------------------------- simulated OS refusals
+@contextlib.contextmanager
+def refused(name: str, under: Path, code: int) -> Iterator[None]:
+    """``os.<name>`` raises OSError(code) for paths under ``under``: a read-only mount, no
+    permission, or a full disk, without needing one (the tests run as root, where chmod does
+    not stop writes)."""
+    real = getattr(os, name)
+
+    def fake(path, *args, **kwargs):
+        if str(path).startswith(str(under)):
+            raise OSError(code, os.strerror(code), str(path))
+        return real(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, name, fake)
+        yield
+
+
+# --------------------------------------------------------------------------- the table
+Args = Callable[[Inputs], list[str]]
+
+
+@dataclass
+class Case:
+    """One bad input. ``names`` is what the message must contain (usually the bad value).
+
+    ``prepare`` writes the bad files (or the --out state) before the bad command; ``simulate``
+    wraps the bad command only (an OS refusal); ``repair`` is what the user then fixes outside
+    the command; ``fixed`` is the corrected command, run in the same folder.
+    """
+
+    id: str
+    bad: Args
+    fixed: Args
+    names: Callable[[Inputs], str] | str
+    prepare: Callable[[Inputs], object] | None = None
+    simulate: Callable[[Inputs], contextlib.AbstractContextManager] | None = None
+    repair: Callable[[Inputs], object] | None = None
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _config(i: Inputs, text: bytes | str) -> str:
+    return str(_write(i.files / "config.yaml", text))
+
+
+def _copy_run(source: Path, target: Path) -> None:
+    shutil.copytree(source, target)
+
+
+def _idx(i: Inputs, labels: torch.Tensor | None = None, test: torch.Tensor | None = None) -> None:
+    """Rewrite the copy's train (and test) labels, keeping the images."""
+    root = i.bad_data()
+    if labels is not None:
+        write_idx_labels(root / "train-labels-idx1-ubyte.gz", labels)
+    if test is not None:
+        write_idx_labels(root / "t10k-labels-idx1-ubyte.gz", test)
+
+
+def _torch_file(path: Path, obj: object) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _bad_image(i: Inputs, name: str, image: Image.Image, **save) -> None:
+    image.save(i.bad_images() / "train" / "a" / name, **save)
+
+
+N = torch.arange(60) % 10  # the tiny data's training labels
+
+NAME_CASES = [
+    Case(
+        "dataset-name",
+        lambda i: i.train("--dataset", "fashion-mnistt"),
+        lambda i: i.train(),
+        "fashion-mnistt",
+    ),
+    Case("student-name", lambda i: i.train("--student", "lenet6"), lambda i: i.train(), "lenet6"),
+    Case("method-name", lambda i: i.train("--method", "refakd"), lambda i: i.train(), "refakd"),
+    Case("source-name", lambda i: i.train("--source", "aesll"), lambda i: i.train(), "aesll"),
+    Case("loss-name", lambda i: i.train("--loss", "kdd"), lambda i: i.train(), "kdd"),
+    Case("device-name", lambda i: i.train("--device", "gpu0"), lambda i: i.train(), "gpu0"),
+    Case(
+        "kl-reduction-choice",
+        lambda i: i.train("--kl-reduction", "sum"),
+        lambda i: i.train(),
+        "'sum'",
+    ),
+]
+
+NUMBER_CASES = [
+    Case(
+        "alpha-above-1",
+        lambda i: i.train(
+            "--method", "reffakd", "--soft-labels", str(i.soft_labels), "--alpha", "1.5"
+        ),
+        lambda i: i.train(
+            "--method", "reffakd", "--soft-labels", str(i.soft_labels), "--alpha", "0.5"
+        ),
+        "1.5",
+    ),
+    Case(
+        "temperature-0",
+        lambda i: i.train(
+            "--method", "reffakd", "--soft-labels", str(i.soft_labels), "--temperature", "0"
+        ),
+        lambda i: i.train("--method", "reffakd", "--soft-labels", str(i.soft_labels)),
+        "temperature must be > 0, got 0",
+    ),
+    Case(
+        "temperature-nan",
+        lambda i: i.train("--method", "ls", "--loss", "kd", "--temperature", "nan"),
+        lambda i: i.train("--method", "ls", "--loss", "kd", "--temperature", "2"),
+        "nan",
+    ),
+    Case(
+        "epochs-0",
+        lambda i: i.train("--epochs", "0"),
+        lambda i: i.train(),
+        "optim.epochs must be >= 1, got 0",
+    ),
+    Case("epochs-text", lambda i: i.train("--epochs", "abc"), lambda i: i.train(), "'abc'"),
+    Case(
+        "batch-size-0",
+        lambda i: i.train("--batch-size", "0"),
+        lambda i: i.train(),
+        "optim.batch_size must be >= 1, got 0",
+    ),
+    Case(
+        "lr-negative",
+        lambda i: i.train("--lr", "-1"),
+        lambda i: i.train(),
+        "optim.lr must be >= 0, got -1.0",
+    ),
+    Case("lr-infinite", lambda i: i.train("--lr", "inf"), lambda i: i.train(), "inf"),
+    Case(
+        "seed-negative", lambda i: i.train("--seed", "-1"), lambda i: i.train("--seed", "1"), "-1"
+    ),
+    Case(
+        "seed-2**64",
+        lambda i: i.train("--seed", str(2**64)),
+        lambda i: i.train("--seed", str(2**63 - 1)),
+        str(2**64),
+    ),
+    Case(
+        "label-smoothing-eps",
+        lambda i: i.train("--method", "ls", "--set", "source.eps=1.5"),
+        lambda i: i.train("--method", "ls", "--set", "source.eps=0.2"),
+        "1.5",
+    ),
+    Case(
+        "ae-samples-per-class",
+        lambda i: i.soft("-k", "1"),
+        lambda i: i.soft(),
+        "samples_per_class must be >= 2, got 1",
+    ),
+    Case("ae-boost-nan", lambda i: i.soft("--boost", "nan"), lambda i: i.soft(), "nan"),
+    Case("ae-seed", lambda i: i.soft("--seed", "-3"), lambda i: i.soft(), "-3"),
+]
+
+SOFT_LABEL_FILE_CASES = [
+    Case(
+        f"soft-label-file-{name}",
+        lambda i, make=make: i.train("--method", "reffakd", "--soft-labels", str(make(i))),
+        lambda i: i.train("--method", "reffakd", "--soft-labels", str(i.soft_labels)),
+        lambda i: str(i.files / "labels.pt"),
+    )
+    for name, make in (
+        ("list", lambda i: _torch_file(i.files / "labels.pt", [torch.eye(10)])),
+        ("shape", lambda i: save_soft_labels(i.files / "labels.pt", torch.full((4, 4), 0.25))),
+        ("rows", lambda i: save_soft_labels(i.files / "labels.pt", torch.rand(10, 10) + 0.5)),
+        (
+            "integers",
+            lambda i: save_soft_labels(i.files / "labels.pt", torch.eye(10, dtype=torch.int64)),
+        ),
+        (
+            "classes",
+            lambda i: save_soft_labels(
+                i.files / "labels.pt", torch.eye(10), [str(k) for k in range(10)]
+            ),
+        ),
+        ("not-torch", lambda i: _write(i.files / "labels.pt", "soft labels\n")),
+        ("missing", lambda i: i.files / "labels.pt"),
+    )
+]
+
+TEACHER_CASES = [
+    Case(
+        "teacher-missing",
+        lambda i: i.train("--method", "kd"),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        "--teacher",
+    ),
+    Case(
+        "teacher-not-found",
+        lambda i: i.train("--method", "kd", "--teacher", str(i.files / "nope")),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        lambda i: str(i.files / "nope"),
+    ),
+    Case(
+        "teacher-not-a-run",
+        lambda i: i.train("--method", "kd", "--teacher", str(i.data)),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        lambda i: f"{i.data} is not a run directory",
+    ),
+    Case(
+        "teacher-is-soft-labels-run",
+        lambda i: i.train("--method", "kd", "--teacher", str(i.soft_label_run)),
+        lambda i: i.train(
+            "--method", "reffakd", "--soft-labels", str(i.soft_label_run / "soft_labels.pt")
+        ),
+        "is a soft-labels run, not a training run; pass its soft_labels.pt with --soft-labels",
+    ),
+    Case(
+        "teacher-unfinished",
+        lambda i: i.train("--method", "kd", "--teacher", str(i.files / "run")),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        "unfinished",
+        prepare=lambda i: _write(
+            i.files / "run" / "config.yaml", (i.teacher / "config.yaml").read_text()
+        ),
+    ),
+    Case(
+        "teacher-other-split",
+        lambda i: i.train(
+            "--method", "kd", "--teacher", str(i.teacher), "--set", "data.val_fraction=0.2"
+        ),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        "validation split",
+    ),
+    Case(
+        "teacher-checkpoint-name",
+        lambda i: i.train(
+            "--method", "kd", "--teacher", str(i.teacher), "--set", "source.checkpoint=final"
+        ),
+        lambda i: i.train(
+            "--method", "kd", "--teacher", str(i.teacher), "--set", "source.checkpoint=last"
+        ),
+        "'final'",
+    ),
+]
+
+CONFIG_CASES = [
+    Case(
+        "config-missing",
+        lambda i: i.train("--config", str(i.files / "none.yaml")),
+        lambda i: i.train(),
+        lambda i: str(i.files / "none.yaml"),
+    ),
+    Case(
+        "config-not-utf8",
+        lambda i: i.train(
+            "--config", _config(i, "optim:\n  lr: 0.05 # caf\xe9\n".encode("latin-1"))
+        ),
+        lambda i: i.train("--config", _config(i, "optim:\n  lr: 0.05\n")),
+        "not UTF-8",
+    ),
+    Case(
+        "config-not-yaml",
+        lambda i: i.train("--config", _config(i, "optim: [1\n")),
+        lambda i: i.train("--config", _config(i, "optim: {lr: 0.05}\n")),
+        "not valid YAML",
+    ),
+    Case(
+        "config-a-list",
+        lambda i: i.train("--config", _config(i, "- 1\n- 2\n")),
+        lambda i: i.train("--config", _config(i, "seed: 2\n")),
+        "must hold a mapping",
+    ),
+    Case(
+        "config-section-a-number",
+        lambda i: i.train("--config", _config(i, "optim: 5\n")),
+        lambda i: i.train("--config", _config(i, "optim: {lr: 0.05}\n")),
+        "'optim' must be a mapping",
+    ),
+    Case(
+        "config-section-empty",
+        lambda i: i.train("--config", _config(i, "loss:\n")),
+        lambda i: i.train("--config", _config(i, "loss: {}\n")),
+        "'loss' must be a mapping",
+    ),
+    Case(
+        "config-unknown-key",
+        lambda i: i.train("--config", _config(i, "optim: {lr: 0.05, lrr: 1}\n")),
+        lambda i: i.train("--config", _config(i, "optim: {lr: 0.05}\n")),
+        "optim.lrr",
+    ),
+    Case(
+        "config-wrong-type",
+        lambda i: i.train("--config", _config(i, "seed: one\n")),
+        lambda i: i.train("--config", _config(i, "seed: 1\n")),
+        "'one'",
+    ),
+]
+
+SET_CASES = [
+    Case("set-no-equals", lambda i: i.train("--set", "optim.lr"), lambda i: i.train(), "optim.lr"),
+    Case(
+        "set-into-a-value", lambda i: i.train("--set", "optim.lr.x=1"), lambda i: i.train(), "'lr'"
+    ),
+    Case("set-section", lambda i: i.train("--set", "optim=5"), lambda i: i.train(), "optim"),
+    Case(
+        "set-unknown-loss-option",
+        lambda i: i.train("--set", "loss.alpah=0.1", "--method", "ls", "--loss", "kd"),
+        lambda i: i.train("--set", "loss.alpha=0.1", "--method", "ls", "--loss", "kd"),
+        "loss.alpah",
+    ),
+    Case(
+        "set-val-fraction",
+        lambda i: i.train("--set", "data.val_fraction=1.5"),
+        lambda i: i.train("--set", "data.val_fraction=0.5"),
+        "data.val_fraction must be in [0, 1), got 1.5",
+    ),
+    Case(
+        "set-rotation",
+        lambda i: i.train("--set", "augment.rotation=400"),
+        lambda i: i.train("--set", "augment.rotation=10"),
+        "augment.rotation must be in [0, 180] degrees, got 400",
+    ),
+    Case(
+        "set-milestones",
+        lambda i: i.train("--set", "optim.milestones=5"),
+        lambda i: i.train(),
+        "milestones",
+    ),
+]
+
+IMAGE_FOLDER_CASES = [
+    Case(
+        "images-one-class",
+        lambda i: i.folder(data=write_png_folder(i.files / "one", 28, {"a": (6, 2)})),
+        lambda i: i.folder(),
+        "1 class",
+    ),
+    Case(
+        "images-one-class-label-smoothing",
+        lambda i: i.folder(
+            "--method", "ls", data=write_png_folder(i.files / "one", 28, {"a": (6, 2)})
+        ),
+        lambda i: i.folder("--method", "ls"),
+        "1 class",
+    ),
+    Case(
+        "images-one-sample-per-class-soft-labels",
+        lambda i: i.soft(
+            "--set",
+            "data.val_fraction=0.5",
+            dataset="imagefolder",
+            data=write_png_folder(i.files / "k", 28, {"a": (2, 2), "b": (3, 2)}),
+        ),
+        lambda i: i.soft(dataset="imagefolder", data=i.images),
+        "'a', 'b'",
+    ),
+    Case(
+        "images-class-only-in-test",
+        lambda i: i.folder(
+            data=write_png_folder(i.files / "t", 28, {"a": (6, 2), "b": (6, 2), "c": (0, 2)})
+        ),
+        lambda i: i.folder(),
+        "class 'c'",
+    ),
+    Case(
+        "images-class-all-held-out",
+        lambda i: i.folder(
+            "--set",
+            "data.val_fraction=0.9",
+            data=write_png_folder(i.files / "h", 28, {"a": (6, 2), "b": (1, 2)}),
+        ),
+        lambda i: i.folder(),
+        "class 'b'",
+    ),
+    Case(
+        "images-one-per-class-for-aesl",
+        lambda i: i.folder(
+            "--method",
+            "reffakd",
+            "--set",
+            "data.val_fraction=0.5",
+            "--ae-epochs",
+            "1",
+            data=write_png_folder(i.files / "k", 28, {"a": (2, 2), "b": (3, 2)}),
+        ),
+        lambda i: i.folder("--method", "reffakd", "--ae-epochs", "1"),
+        "'a'",
+    ),
+    Case(
+        "images-mixed-sizes",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "30x30",
+        prepare=lambda i: _bad_image(i, "odd.png", Image.new("L", (30, 30))),
+    ),
+    Case(
+        "images-corrupt-file",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "broken.png",
+        prepare=lambda i: _write(
+            i.bad_images() / "train" / "a" / "broken.png", b"\x89PNG not really"
+        ),
+    ),
+    Case(
+        "images-int32-tiff",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "wide.tif",
+        prepare=lambda i: _bad_image(
+            i, "wide.tif", Image.fromarray(np.full((28, 28), 70000, np.int32))
+        ),
+    ),
+    Case(
+        "images-float-tiff-out-of-range",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "float.tif",
+        prepare=lambda i: _bad_image(
+            i, "float.tif", Image.fromarray(np.full((28, 28), 3.0, np.float32))
+        ),
+    ),
+    Case(
+        "images-lab",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "LAB",
+        prepare=lambda i: _bad_image(i, "lab.tif", Image.new("LAB", (28, 28))),
+    ),
+]
+
+IDX_CASES = [
+    Case(
+        "idx-truncated",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "train-images",
+        prepare=lambda i: _truncate(i.bad_data() / "train-images-idx3-ubyte.gz"),
+    ),
+    Case(
+        "idx-count-mismatch",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "holds 7 labels",
+        prepare=lambda i: _idx(i, test=torch.arange(7) % 10),
+    ),
+    Case(
+        "idx-label-out-of-range",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "12",
+        prepare=lambda i: _idx(i, labels=torch.where(N == 3, 12, N)),
+    ),
+    Case(
+        "idx-one-class",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        f"class {FMNIST_CLASSES[1]!r}",
+        prepare=lambda i: _idx(i, labels=torch.zeros(60, dtype=torch.int64)),
+    ),
+    Case(
+        "idx-class-only-in-test",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        f"class {FMNIST_CLASSES[9]!r} of fashion-mnist has test images",
+        prepare=lambda i: _idx(i, labels=torch.where(N == 9, 0, N)),
+    ),
+    Case(
+        "idx-bad-magic",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "t10k-images",
+        prepare=lambda i: _write(
+            i.bad_data() / "t10k-images-idx3-ubyte.gz",
+            gzip.compress(struct.pack(">IIII", 2049, 20, 28, 28) + bytes(20 * 28 * 28)),
+        ),
+    ),
+]
+
+
+def _run_in(i: Inputs) -> None:
+    _copy_run(i.teacher, i.out)
+
+
+OUT_AND_RESUME_CASES = [
+    Case(
+        "out-is-a-file",
+        lambda i: i.train(),
+        lambda i: i.train(),
+        lambda i: f"{i.out} is a file",
+        prepare=lambda i: _write(i.out, "notes\n"),
+        repair=lambda i: i.out.unlink(),
+    ),
+    Case(
+        "out-under-a-file",
+        lambda i: i.train(out=i.out / "run"),
+        lambda i: i.train(out=i.out / "run"),
+        lambda i: str(i.out / "run"),
+        prepare=lambda i: _write(i.out, "notes\n"),
+        repair=lambda i: i.out.unlink(),
+    ),
+    Case(
+        "out-on-read-only-mount",
+        lambda i: i.train(),
+        lambda i: i.train(),
+        lambda i: f"{i.out}: Read-only file system",
+        simulate=lambda i: refused("mkdir", i.out, errno.EROFS),
+    ),
+    Case(
+        "out-without-permission",
+        lambda i: i.train(),
+        lambda i: i.train(),
+        lambda i: f"{i.out}: Permission denied",
+        prepare=lambda i: i.out.mkdir(),
+        simulate=lambda i: refused("open", i.out, errno.EACCES),
+    ),
+    Case(
+        "out-disk-full",
+        lambda i: i.train(),
+        lambda i: i.train(),
+        lambda i: f"{i.out / 'config.yaml'}: No space left on device",
+        simulate=lambda i: full_disk(i.out / "config.yaml"),
+    ),
+    Case(
+        "out-holds-a-run",
+        lambda i: i.train(),
+        lambda i: ["train", "--resume", str(i.out), "--no-progress"],
+        lambda i: f"{i.out} already holds",
+        prepare=_run_in,
+    ),
+    Case(
+        "resume-not-found",
+        lambda i: ["train", "--resume", str(i.out)],
+        lambda i: i.train(),
+        lambda i: str(i.out),
+    ),
+    Case(
+        "resume-changes-lr",
+        lambda i: ["train", "--resume", str(i.out), "--lr", "0.05"],
+        lambda i: ["train", "--resume", str(i.out)],
+        "--lr 0.1 -> 0.05",
+        prepare=_run_in,
+    ),
+    Case(
+        "resume-changes-method",
+        lambda i: ["train", "--resume", str(i.out), "--method", "ls"],
+        lambda i: ["train", "--resume", str(i.out), "--method", "ce", "--no-progress"],
+        "--method 'ce' -> 'ls'",
+        prepare=_run_in,
+    ),
+    Case(
+        "resume-fewer-epochs",
+        lambda i: ["train", "--resume", str(i.out), "--epochs", "1"],
+        lambda i: ["train", "--resume", str(i.out), "--epochs", "2"],
+        "--epochs 1",
+        prepare=_run_in,
+    ),
+    Case(
+        "resume-other-out",
+        lambda i: ["train", "--resume", str(i.out), "--out", str(i.files / "elsewhere")],
+        lambda i: ["train", "--resume", str(i.out), "--out", str(i.out)],
+        lambda i: f"drop --out {i.files / 'elsewhere'}",
+        prepare=_run_in,
+    ),
+    Case(
+        "resume-a-soft-labels-run",
+        lambda i: ["train", "--resume", str(i.out)],
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume"],
+        "is a soft-labels run",
+        prepare=lambda i: _copy_run(i.soft_label_run, i.out),
+    ),
+    Case(
+        "soft-labels-resume-a-training-run",
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume"],
+        lambda i: ["train", "--resume", str(i.out)],
+        lambda i: f"continue it with `reffakd train --resume {i.out}`",
+        prepare=_run_in,
+    ),
+    Case(
+        "soft-labels-resume-changes-epochs",
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume", "--epochs", "3"],
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume", "--epochs", "1"],
+        "--epochs 1 -> 3",
+        prepare=lambda i: _copy_run(i.soft_label_run, i.out),
+    ),
+]
+
+# Text datasets join here when they land: bad encodings, a missing label column, empty lines.
+TEXT_CASES: list[Case] = []
+
+CASES = (
+    NAME_CASES
+    + NUMBER_CASES
+    + SOFT_LABEL_FILE_CASES
+    + TEACHER_CASES
+    + CONFIG_CASES
+    + SET_CASES
+    + IMAGE_FOLDER_CASES
+    + IDX_CASES
+    + OUT_AND_RESUME_CASES
+    + TEXT_CASES
+)
+
+
+def snapshot(path: Path) -> object:
+    """Everything under ``path``: None when absent, the bytes of a file, or {relative: bytes}."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return path.read_bytes()
+    return {
+        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else "dir")
+        for p in sorted(path.rglob("*"))
+    }
+
+
+def _run_folder(argv: list[str]) -> Path:
+    """The run directory a command works in: ``train --resume``'s, else ``--out``."""
+    if argv[0] == "train" and "--resume" in argv:
+        return Path(argv[argv.index("--resume") + 1])
+    return Path(argv[argv.index("--out") + 1])
+
+
+def run_main(argv: list[str]) -> int:
+    """``main``, with argparse's exit turned into its code."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 40
+    assert len({case.id for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in CASES])
+def test_bad_input_is_refused_cleanly_and_the_fix_succeeds(case: Case, inputs: Inputs, capsys):
+    if case.prepare is not None:
+        case.prepare(inputs)
+    bad = case.bad(inputs)
+    out = _run_folder(bad)
+    before = snapshot(out)
+    simulate = case.simulate(inputs) if case.simulate else contextlib.nullcontext()
+    with simulate:
+        code = run_main(bad)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert 1 <= len(lines) <= 2, err
+    assert lines[0].startswith("reffakd: error:"), err
+    names = case.names(inputs) if callable(case.names) else case.names
+    assert names.lower() in err.lower(), err
+    assert snapshot(out) == before, "the refused command changed its folder"
+
+    if case.repair is not None:
+        case.repair(inputs)
+    fixed = case.fixed(inputs)
+    assert run_main(fixed) == 0, capsys.readouterr().err
+    assert _run_folder(fixed) == out  # the same folder the refused command was given
+    summary = json.loads((out / "summary.json").read_text())
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert summary["epochs"] == config["optim"]["epochs"]
+
+
+# --------------------------------------------------------------------------- was refused, now works
+@pytest.mark.parametrize("size", [28, 40, 64])
+def test_the_autoencoder_takes_any_image_size(size, tmp_path, capsys):
+    """The CAE needs a multiple of 8: other sizes are resized up to the next one."""
+    folder = write_png_folder(tmp_path / "images", size, {"a": (6, 2), "b": (6, 2), "c": (6, 2)})
+    common = ["--dataset", "imagefolder", "--data-dir", str(folder), "--epochs", "1", *SPEED]
+    labels = tmp_path / "aesl"
+    assert main(["soft-labels", *common, "--out", str(labels), "-k", "3"]) == 0
+    side = -(-size // 8) * 8
+    summary = json.loads((labels / "summary.json").read_text())
+    cae = summary["cost"]["phases"][0]["networks"]["cae"]
+    assert list(cae["input_shape"]) == [1, side, side]
+    table = torch.load(labels / "soft_labels.pt", weights_only=True)["soft_labels"]
+    assert table.shape == (3, 3) and torch.allclose(table.sum(1), torch.ones(3))
+    student = ["train", *common, "--student", "lenet5", "--method", "reffakd"]
+    assert (
+        main(
+            [
+                *student,
+                "--soft-labels",
+                str(labels / "soft_labels.pt"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    if size == 28:  # the issue's case: the autoencoder trained inside a 28x28 student run
+        assert main([*student, "--ae-epochs", "1", "--out", str(tmp_path / "inline")]) == 0
+        made = torch.load(tmp_path / "inline" / "ae" / "soft_labels.pt", weights_only=True)
+        assert made["soft_labels"].shape == (3, 3)
+
+
+def test_resume_with_more_epochs_is_bit_identical_to_asking_for_them(inputs, capsys):
+    """--resume RUN --epochs N extends a finished run: the same as N epochs from the start."""
+    args = inputs.train("--set", "optim.milestones=[1]")
+    args[args.index("--epochs") + 1] = "3"
+    whole = inputs.files / "whole"
+    args[args.index("--out") + 1] = str(whole)
+    assert main(args) == 0
+    assert main(inputs.train()) == 0  # one epoch, finished
+    assert main(["train", "--resume", str(inputs.out), "--epochs", "3", "--no-progress"]) == 0
+    assert _final_state(inputs.out) == _final_state(whole)
+
+
+def _final_state(run: Path) -> tuple[list[dict], dict[str, list]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds"), record.pop("train_seconds")
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    summary = json.loads((run / "summary.json").read_text())
+    return records, {k: v.tolist() for k, v in state.items()}, summary["epochs"]
+
+
+# ---------------------------------------------------------------- kills, interrupts, full disks
+@contextlib.contextmanager
+def full_disk(target: Path, after: int = 0) -> Iterator[None]:
+    """Writes of ``target`` through files.atomic_write_bytes fail with ENOSPC (at fsync, as on
+    a real full disk) after ``after`` successful ones."""
+    real_mkstemp, real_fsync = tempfile.mkstemp, os.fsync
+    temps: dict[int, str] = {}
+    done = [0]
+
+    def mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        temps[fd] = name
+        return fd, name
+
+    def fsync(fd):
+        name = temps.get(fd, "")
+        if Path(name).parent == target.parent and Path(name).name.startswith(f".{target.name}."):
+            done[0] += 1
+            if done[0] > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", mkstemp)
+        patch.setattr(os, "fsync", fsync)
+        yield
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(inputs, capsys):
+    args = inputs.train()
+    args[args.index("--epochs") + 1] = "2"
+    last = inputs.out / "checkpoints" / "last.pt"
+    with full_disk(last, after=1):
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"{last}: No space left on device" in lines[0]
+    assert f"reffakd train --resume {inputs.out}" in lines[0]
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the previous checkpoint, intact
+    assert not list(inputs.out.rglob("*.tmp"))  # the half-written temp file was removed
+    assert main(["train", "--resume", str(inputs.out), "--no-progress"]) == 0
+    whole = inputs.files / "whole"
+    args[args.index("--out") + 1] = str(whole)
+    assert main(args) == 0
+    assert _final_state(inputs.out) == _final_state(whole)
+
+
+def test_an_interrupt_names_the_run_and_how_to_continue(inputs, capsys, monkeypatch):
+    real = engine.Trainer.run_epoch
+
+    def interrupted(self, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch, *args)
+
+    args = inputs.train()
+    args[args.index("--epochs") + 1] = "2"
+    monkeypatch.setattr(engine.Trainer, "run_epoch", interrupted)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == f"reffakd: interrupted; continue with `reffakd train --resume {inputs.out}`."
+    )
+    monkeypatch.setattr(engine.Trainer, "run_epoch", real)
+    assert main(["train", "--resume", str(inputs.out), "--no-progress"]) == 0
+
+    soft = inputs.soft()
+    soft[soft.index("--out") + 1] = str(inputs.files / "aesl")
+    soft[soft.index("--epochs") + 1] = "2"
+    monkeypatch.setattr(engine.Trainer, "run_epoch", interrupted)
+    assert main(soft) == 130
+    err = capsys.readouterr().err
+    assert f"`reffakd soft-labels --out {inputs.files / 'aesl'} --resume`" in err
+
+
+def test_orphan_temp_files_are_removed_when_a_run_continues(inputs):
+    assert main(inputs.train()) == 0
+    (inputs.out / "summary.json").unlink()
+    orphans = [
+        _write(inputs.out / "checkpoints" / ".last.pt.k2j4h5g6.tmp", b"half a checkpoint"),
+        _write(inputs.out / ".metrics.jsonl.a1b2c3d4.tmp", b"{"),
+    ]
+    keep = _write(inputs.out / "notes.tmp", b"the user's own file")
+    assert main(["train", "--resume", str(inputs.out), "--no-progress"]) == 0
+    assert not any(orphan.exists() for orphan in orphans)
+    assert keep.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.parametrize("case_id", ["out-under-a-file", "config-not-utf8", "seed-2**64"])
+def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
+    """The table's cases in-process, a few of them again as ``python -m reffakd``."""
+    case = next(case for case in CASES if case.id == case_id)
+    if case.prepare is not None:
+        case.prepare(inputs)
+    result = subprocess.run(
+        [sys.executable, "-m", "reffakd", *case.bad(inputs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    names = case.names(inputs) if callable(case.names) else case.names
+    assert len(lines) == 1 and names.lower() in lines[0].lower(), result.stderr
