@@ -21,7 +21,7 @@ from reffakd.cli import main as reffakd_main
 # Per dataset: the student, and the schedule flags besides the epochs.
 SMOKES: dict[str, dict[str, object]] = {
     "fashion-mnist": {"student": "lenet5", "flags": ["--lr", "0.05"]},
-    "sst2": {"student": "textcnn", "flags": ["--lr", "0.1", "--batch-size", "64"]},
+    "sst2": {"student": "textcnn", "flags": ["--lr", "0.1", "--batch-size", "32"]},
 }
 
 

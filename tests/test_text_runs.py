@@ -215,6 +215,8 @@ def test_text_soft_labels_shape_rows_and_records(text_soft_labels, tokens):
     vocab = Vocab.load(text_soft_labels / "vocab.json")
     assert summary["inputs"]["vocab_fingerprint"] == vocab.fingerprint()
     assert (text_soft_labels / "soft_labels.png").stat().st_size > 1000
+    report = (text_soft_labels / "report.html").read_text()
+    assert "val token CE" in report and "lowest validation token CE" in report
 
 
 # --------------------------------------------------------------------------- every preset
