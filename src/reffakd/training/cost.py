@@ -11,6 +11,11 @@ Conventions:
   matrix-multiply and convolution-like ops (``mm``, ``addmm``, ``bmm``, convolutions, including
   transposed ones, attention). Batch norm, activations, pooling, element-wise ops and bias
   additions are *not* counted. A multiply-add counts as 2 FLOPs, so MACs = FLOPs / 2.
+  LSTM/GRU layers, whose fused kernels the counter sees as 0, are counted by hand
+  (:mod:`reffakd.models.flops`) and replace whatever the counter saw of them.
+* A network is counted on a zero batch of a per-sample shape, or on an example batch (a text
+  model on token ids of the mean training length, every position a token:
+  :meth:`reffakd.data.prepare.PreparedData.example_input`).
 * Training costs ``3 x forward`` per sample (forward + backward, the backward pass being about
   twice the forward); a frozen network that only runs forward costs ``1 x forward``.
 * Memory is in MiB (2**20 bytes), reported as ``*_mb``.
