@@ -15,7 +15,7 @@ from PIL import Image
 
 from reffakd.config import DataConfig
 from reffakd.data.dataset import DataSplits, ImageSplit
-from reffakd.data.prepare import PreparedData
+from reffakd.data.prepare import PreparedImages
 from reffakd.data.spec import get_spec
 from reffakd.kd.signal import SourceContext
 
@@ -149,7 +149,7 @@ def source_context(
     labels = torch.arange(4 * num_classes) % num_classes
     split = ImageSplit(torch.zeros(len(labels), 1, 28, 28, dtype=torch.uint8), labels, names)
     splits = DataSplits(dataset, split, split, split)
-    data = PreparedData(spec, splits, 32, [0.5], [0.5])
+    data = PreparedImages(spec, splits, 32, [0.5], [0.5])
     return SourceContext(
         data=data,
         data_config=DataConfig(name=dataset, val_fraction=val_fraction),

@@ -11,12 +11,16 @@ import torch
 from torch import nn
 
 from reffakd.errors import UserError
-from reffakd.models import build_model, list_models
+from reffakd.models import build_model, is_text_model, list_models
 from reffakd.models.cae import ConvAutoencoder
 
 # The ReffAKD notebooks' Tiny ImageNet heads exist at 64x64 only (tested on their own below).
 NOTEBOOK_HEADS = ("resnet18_tin", "resnet50_tin")
-CLASSIFIERS = [name for name in list_models() if name != "cae" and name not in NOTEBOOK_HEADS]
+CLASSIFIERS = [
+    name
+    for name in list_models()
+    if name != "cae" and name not in NOTEBOOK_HEADS and not is_text_model(name)
+]
 
 EXPECTED = {
     "cae",

@@ -32,7 +32,7 @@ from reffakd.distill.build import absolute_paths
 from reffakd.distill.train import train_student
 from reffakd.errors import NonFiniteLossError, StorageError, UserError, first_line
 from reffakd.experiments.bench import load_suite, run_suite
-from reffakd.experiments.cost import dataset_input, format_model_cost, model_cost, train_split_size
+from reffakd.experiments.cost import CostOptions, cost_input, format_model_cost, model_cost
 from reffakd.experiments.demo import run_demo
 from reffakd.experiments.listing import LISTINGS
 from reffakd.experiments.report import write_report
@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     soft.add_argument("-k", "--samples-per-class", type=int)
     soft.add_argument("--boost", type=float, help="diagonal boost (default: per dataset)")
-    soft.add_argument("--temperature", type=float, help="softmax temperature on S (default 1)")
+    soft.add_argument(
+        "--temperature", type=float, help="softmax temperature on S (default: per dataset)"
+    )
     _tensorboard(soft)
 
     train = sub.add_parser("train", help="train a student with a method")
@@ -175,13 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
 
     cost = sub.add_parser(
-        "cost", help="parameters, FLOPs and MACs of a model at a dataset's input (no data read)"
+        "cost", help="parameters, FLOPs and MACs of a model at a dataset's input"
     )
     cost.add_argument("model", help="model name (see `reffakd list models`)")
     cost.add_argument("--dataset", required=True, help="dataset giving the input shape")
     cost.add_argument("--image-size", type=int, help="input side (default: the dataset's)")
     cost.add_argument("--in-channels", type=int, help="input channels (default: the dataset's)")
     cost.add_argument("--num-classes", type=int, help="classes (default: the dataset's)")
+    cost.add_argument(
+        "--vocab-size", type=int, help="text: vocabulary size (default: measured on the data)"
+    )
+    cost.add_argument(
+        "--tokens", type=int, help="text: tokens per text (default: the data's mean length)"
+    )
+    cost.add_argument("--data-dir", help="text: where to measure vocabulary and length")
     cost.add_argument("--batch-size", type=int, default=128, help="for steps per epoch")
     cost.add_argument("--epochs", type=int, help="also print the training FLOPs of N epochs")
     cost.add_argument(
@@ -341,10 +350,12 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     labels = make_soft_labels(config, out, resume=args.resume, command=args.command_line)
     meta = labels.meta
+    metric = meta.get("reconstruction_metric", "mse")
+    error = meta.get(f"reconstruction_{metric}_val")
     print(
         f"soft labels: {Path(args.out) / 'soft_labels.pt'} ({labels.num_classes}x"
         f"{labels.num_classes}, boost {meta['boost']}, mean row entropy "
-        f"{meta['entropy_bits']:.4f} bits, AE val MSE {meta.get('reconstruction_mse_val')})"
+        f"{meta['entropy_bits']:.4f} bits, AE val {metric} {error})"
     )
     print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
     _write_report_after(Path(args.out))
@@ -477,11 +488,18 @@ def cmd_cost(args: argparse.Namespace) -> int:
             raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if not 0.0 <= args.val_fraction < 1.0:
         raise UserError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    shape, classes = dataset_input(
-        args.dataset, args.image_size, args.in_channels, args.num_classes
+    options = CostOptions(
+        args.image_size,
+        args.in_channels,
+        args.num_classes,
+        args.vocab_size,
+        args.tokens,
+        args.val_fraction,
+        args.data_dir,
     )
-    samples = train_split_size(args.dataset, args.val_fraction)
-    cost = model_cost(args.model, shape, classes, samples, args.batch_size, args.epochs)
+    cost = model_cost(
+        args.model, cost_input(args.dataset, options), args.batch_size, args.epochs
+    )
     if args.json:
         print(json.dumps({"dataset": args.dataset, **cost}, indent=2))
     else:

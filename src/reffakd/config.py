@@ -21,12 +21,21 @@ from reffakd.errors import UserError, first_line
 
 @dataclass
 class DataConfig:
+    """Which data, and how it becomes model input. ``image_size`` applies to image datasets;
+    ``min_freq``, ``max_vocab``, ``max_len`` and ``textfile`` to text ones (the other modality's
+    options are refused, see :mod:`reffakd.data.prepare`).
+    """
+
     name: str = "fashion-mnist"
     data_dir: str | None = None
     val_fraction: float = 0.1
     split_seed: int = 0
     image_size: int | None = None  # None: the dataset's default model input size
     download: bool = True
+    min_freq: int = 1  # text: a token enters the vocabulary after this many training occurrences
+    max_vocab: int | None = None  # text: cap on the vocabulary, the 4 specials included
+    max_len: int | None = None  # text: padded length; None: 99th percentile of train, <= 128
+    textfile: dict[str, Any] = field(default_factory=dict)  # text: options of dataset textfile
 
     def __post_init__(self) -> None:
         _require(
@@ -36,6 +45,11 @@ class DataConfig:
         _check_seed(self.split_seed, "data.split_seed")
         if self.image_size is not None:
             _at_least(self.image_size, 8, "data.image_size")
+        _at_least(self.min_freq, 1, "data.min_freq")
+        if self.max_vocab is not None:
+            _at_least(self.max_vocab, 5, "data.max_vocab (the 4 special tokens and one word)")
+        if self.max_len is not None:
+            _at_least(self.max_len, 1, "data.max_len")
 
 
 @dataclass
@@ -46,8 +60,13 @@ class AugmentConfig:
     crop_padding: int | None = None
     flip: bool | None = None
     rotation: float | None = None
+    token_dropout: float = 0.0  # text: probability that a word becomes <unk> in training
 
     def __post_init__(self) -> None:
+        _require(
+            0.0 <= self.token_dropout < 1.0,
+            f"augment.token_dropout must be in [0, 1), got {self.token_dropout}.",
+        )
         if self.crop_padding is not None:
             _at_least(self.crop_padding, 0, "augment.crop_padding")
         _require(
@@ -192,7 +211,7 @@ class SoftLabelConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=4, milestones=[3]))
     samples_per_class: int = 40
     boost: float | None = None  # None: the dataset's default
-    temperature: float = 1.0
+    temperature: float | None = None  # None: the dataset's default (1 for images)
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -202,7 +221,8 @@ class SoftLabelConfig:
         _at_least(self.samples_per_class, 2, "samples_per_class")
         _check_seed(self.seed, "seed")
         _require(
-            self.temperature > 0, f"the soft-label temperature must be > 0, got {self.temperature}."
+            self.temperature is None or self.temperature > 0,
+            f"the soft-label temperature must be > 0, got {self.temperature}.",
         )
 
 

@@ -1,17 +1,27 @@
 """ReffAKD's autoencoder: trained on reconstruction with the standard engine, then its
 embeddings of k samples per class give the AESL soft labels (docs/methods.md §2).
 
-The autoencoder takes inputs whose side is a multiple of 8 (three stride-2 stages); other image
-sizes are resized to the next multiple of 8 by the batch transform (bilinear, the same
-``grid_sample`` pass that normalises every batch), so a 28×28 folder trains a 32×32 autoencoder.
+The autoencoder depends on the modality (:data:`AUTOENCODERS`, keyed by the data's modality):
+
+* images: the ``cae``, trained on the MSE of the [0, 1] image. It takes inputs whose side is a
+  multiple of 8 (three stride-2 stages); other image sizes are resized to the next multiple of 8
+  by the batch transform (bilinear, the same ``grid_sample`` pass that normalises every batch),
+  so a 28×28 folder trains a 32×32 autoencoder;
+* text: the ``rnn_ae`` (a GRU sequence autoencoder) on the run's vocabulary, trained on token
+  cross-entropy with padding ignored; its embedding is the encoder's final state.
+
+Both expose the same protocol: ``reconstruction_loss(x)`` (the training loss),
+``per_sample_loss(x)`` (``(B,)``, for evaluation), ``encode(x)`` (``(B, d)`` embeddings) and
+``encoder_network`` (the part that ``encode`` runs, for cost accounting).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reffakd import __version__
@@ -24,8 +34,9 @@ from reffakd.aesl.similarity import (
     soft_labels_from_similarity,
 )
 from reffakd.aesl.soft_labels import SoftLabels, weights_hash
-from reffakd.config import SoftLabelConfig
+from reffakd.config import AugmentConfig, SoftLabelConfig
 from reffakd.data.augment import BatchTransform
+from reffakd.data.loader import Transform
 from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
 from reffakd.models import build_model
 from reffakd.models.cae import DOWNSAMPLE
@@ -53,26 +64,62 @@ def ae_input_size(image_size: int) -> int:
     return -(-image_size // DOWNSAMPLE) * DOWNSAMPLE
 
 
-class Reconstruction(Task):
-    """Autoencoder training on reconstruction MSE of the [0, 1] image (docs/methods.md §2.2)."""
+@dataclass
+class AutoencoderSetup:
+    """An autoencoder for one dataset: the model (registry ``name``), the transform its batches
+    go through, an example batch for cost counting, and the name of its reconstruction loss."""
 
-    selection_metric = "mse"
+    name: str
+    model: nn.Module
+    transform: Transform
+    example: Tensor
+    metric: str
+
+
+def image_autoencoder(data: PreparedData, augment: AugmentConfig) -> AutoencoderSetup:
+    """The ``cae`` on [0, 1] images (no normalisation) at the next multiple of 8."""
+    assert data.image_shape is not None
+    channels, image_size, _ = data.image_shape
+    size = ae_input_size(image_size)
+    model = build_model("cae", data.splits.num_classes, in_channels=channels, image_size=size)
+    policy = augment_policy(data.spec, augment)
+    transform = BatchTransform(size, [0.0] * channels, [1.0] * channels, policy)
+    return AutoencoderSetup("cae", model, transform, torch.zeros(1, channels, size, size), "mse")
+
+
+def text_autoencoder(data: PreparedData, augment: AugmentConfig) -> AutoencoderSetup:
+    """The ``rnn_ae`` on the run's token ids (token dropout as for the students, off by default)."""
+    model = build_model("rnn_ae", data.splits.num_classes, **data.model_input)
+    transform = data.batch_transform(augment)
+    return AutoencoderSetup("rnn_ae", model, transform, data.example_input(), "token_ce")
+
+
+AUTOENCODERS: dict[str, Callable[[PreparedData, AugmentConfig], AutoencoderSetup]] = {
+    "image": image_autoencoder,
+    "text": text_autoencoder,
+}
+
+
+class Reconstruction(Task):
+    """Autoencoder training on its reconstruction loss (docs/methods.md §2.2); the metric is
+    logged and selected (lowest on validation) under ``metric``."""
+
     selection_mode = "min"
 
-    def __init__(self, autoencoder: nn.Module) -> None:
+    def __init__(self, autoencoder: nn.Module, metric: str = "mse") -> None:
         super().__init__()
         self.autoencoder = autoencoder
+        self.selection_metric = metric
 
     def forward_train(
         self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        recon = self.autoencoder(inputs)
-        return recon, {"mse": F.mse_loss(recon, inputs)}
+        loss = self.autoencoder.reconstruction_loss(inputs)
+        return loss.detach(), {self.selection_metric: loss}
 
     def eval_sums(self, inputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        recon = self.autoencoder(inputs)
-        per_sample = F.mse_loss(recon, inputs, reduction="none").flatten(1).mean(dim=1)
-        return {"mse": per_sample.sum().to(torch.float64)}
+        per_sample = self.autoencoder.per_sample_loss(inputs)
+        return {self.selection_metric: per_sample.sum().to(torch.float64)}
 
     def state_dict(self, *args, **kwargs):  # type: ignore[override]
         return self.autoencoder.state_dict(*args, **kwargs)
@@ -89,7 +136,8 @@ def make_soft_labels(
     data: PreparedData | None = None,
     command: str | None = None,
 ) -> SoftLabels:
-    """Train the CAE on reconstruction, embed k samples per class, and write AESL to ``out``.
+    """Train the data's autoencoder on reconstruction, embed k samples per class, and write AESL
+    to ``out``.
 
     Everything is read and checked (data, class counts, the autoencoder) before the folder is
     locked and ``config.yaml`` written, so a refused run leaves ``out`` as it found it.
@@ -106,27 +154,18 @@ def make_soft_labels(
     splits = data.splits
     require_two_per_class(splits.train.labels, list(splits.class_names))
     device = resolve_device(config.device)
-    ae, transform = _autoencoder(config, data)
+    setup = _autoencoder(config, data)
     run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device, ae, transform, command)
+        return _make_soft_labels_locked(config, run_dir, data, device, setup, command)
     finally:
         run_dir.unlock()
 
 
-def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> tuple[nn.Module, BatchTransform]:
-    """The seeded CAE for the data's channels at :func:`ae_input_size`, and its transform."""
+def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> AutoencoderSetup:
+    """The seeded autoencoder of the data's modality (:data:`AUTOENCODERS`), and its transform."""
     seed_everything(config.seed)
-    in_channels = data.splits.in_channels
-    size = ae_input_size(data.image_size)
-    ae = build_model("cae", data.splits.num_classes, in_channels, size)
-    transform = BatchTransform(
-        size,
-        [0.0] * in_channels,
-        [1.0] * in_channels,
-        augment_policy(data.spec, config.augment),
-    )
-    return ae, transform
+    return AUTOENCODERS[data.spec.modality](data, config.augment)
 
 
 def _make_soft_labels_locked(
@@ -134,17 +173,16 @@ def _make_soft_labels_locked(
     run_dir: RunDir,
     data: PreparedData,
     device: torch.device,
-    ae: nn.Module,
-    transform: BatchTransform,
+    setup: AutoencoderSetup,
     command: str | None = None,
 ) -> SoftLabels:
-    in_channels = data.splits.in_channels
-    size = transform.out_size
+    ae, metric = setup.model, setup.metric
     check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
+    data.save_inputs(run_dir.path)
     trainer = Trainer(
-        Reconstruction(ae),
+        Reconstruction(ae, metric),
         data.splits,
-        transform,
+        setup.transform,
         config.optim,
         run_dir,
         seed=config.seed,
@@ -161,39 +199,48 @@ def _make_soft_labels_locked(
     best = load_checkpoint(run_dir.best_checkpoint)
     ae.load_state_dict(best["model"])
     with PhaseMeter("soft_label_computation", device) as label_meter:
-        labels = _aesl_from_autoencoder(config, ae, data, transform, device)
-    shape = (in_channels, size, size)
+        labels = _aesl_from_autoencoder(config, ae, data, setup.transform, device)
     phases = [
         phase_cost(
             "autoencoder_training",
-            {"cae": ae},
-            shape,
+            {setup.name: ae},
+            setup.example,
             config.optim.epochs * len(data.splits.train),
             {**train_meter.result, "seconds": result.summary["seconds_total"]},
-            trained=["cae"],
+            trained=[setup.name],
         ),
         phase_cost(
             "soft_label_computation",
-            {"cae_encoder": getattr(ae, "encoder", ae)},
-            shape,
+            {f"{setup.name}_encoder": ae.encoder_network},
+            setup.example,
             labels.meta["samples_embedded"],
             label_meter.result,
             trained=[],
         ),
     ]
     labels.meta.update(
+        ae_model=setup.name,
         ae_epochs=config.optim.epochs,
         ae_best_epoch=result.summary["best_epoch"],
-        reconstruction_mse_val=result.summary["best"].get("val_mse"),
-        reconstruction_mse_last=result.summary["last"].get("val_mse"),
+        reconstruction_metric=metric,
+        **{
+            f"reconstruction_{metric}_val": result.summary["best"].get(f"val_{metric}"),
+            f"reconstruction_{metric}_last": result.summary["last"].get(f"val_{metric}"),
+        },
         ae_train_seconds=result.summary["seconds_total"],
         soft_label_seconds=label_meter.result["seconds"],
         cost={"phases": phases},
     )
     labels.save(run_dir.path / "soft_labels.pt")
     save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {data.spec.name}")
-    plot_curves(result.history, run_dir.path / "curves.png", ["train_mse", "val_mse", "test_mse"])
-    summary = {**result.summary, "soft_labels": labels.meta, "cost": cost_summary(phases, [])}
+    curves = [f"{split}_{metric}" for split in ("train", "val", "test")]
+    plot_curves(result.history, run_dir.path / "curves.png", curves)
+    summary = {
+        **result.summary,
+        "soft_labels": labels.meta,
+        "inputs": data.describe(),
+        "cost": cost_summary(phases, []),
+    }
     if command:
         summary["command"] = command
     write_summary(run_dir, summary)
@@ -203,16 +250,16 @@ def _make_soft_labels_locked(
 @torch.no_grad()
 def embed(
     ae: torch.nn.Module,
-    images: torch.Tensor,
-    transform: BatchTransform,
+    inputs: torch.Tensor,
+    transform: Transform,
     device: torch.device,
     batch_size: int = 500,
 ) -> torch.Tensor:
     """Encoder embeddings in eval mode, without augmentation (docs/methods.md §2.3)."""
     ae.eval()
     parts = []
-    for start in range(0, len(images), batch_size):
-        x = transform(images[start : start + batch_size].to(device), train=False)
+    for start in range(0, len(inputs), batch_size):
+        x = transform(inputs[start : start + batch_size].to(device), train=False)
         parts.append(ae.encode(x).cpu())
     return torch.cat(parts)
 
@@ -221,24 +268,25 @@ def _aesl_from_autoencoder(
     config: SoftLabelConfig,
     ae: torch.nn.Module,
     data: PreparedData,
-    transform: BatchTransform,
+    transform: Transform,
     device: torch.device,
 ) -> SoftLabels:
     train = data.splits.train
     chosen = sample_per_class(
         train.labels, config.samples_per_class, config.seed, train.num_classes
     )
-    embeddings = embed(ae, train.images[chosen], transform, device)
+    embeddings = embed(ae, train.inputs[chosen], transform, device)
     similarity = class_similarity(embeddings, train.labels[chosen], train.num_classes)
     boost = data.spec.aesl_boost if config.boost is None else config.boost
-    table = soft_labels_from_similarity(similarity, boost, config.temperature)
+    temperature = data.spec.aesl_temperature if config.temperature is None else config.temperature
+    table = soft_labels_from_similarity(similarity, boost, temperature)
     meta = {
         "dataset": data.spec.name,
         "class_names": list(train.class_names),
         "seed": config.seed,
         "samples_per_class": config.samples_per_class,
         "boost": boost,
-        "temperature": config.temperature,
+        "temperature": temperature,
         "embedding_dim": int(embeddings.shape[1]),
         "samples_embedded": int(len(chosen)),
         "ae_weights_sha256": weights_hash(ae.state_dict()),

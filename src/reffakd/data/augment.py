@@ -58,6 +58,11 @@ class BatchTransform:
         self._device_constants: tuple[Tensor, Tensor, Tensor] = (_IDENTITY, self.mean, self.std)
         self._base_xy: tuple[Tensor, Tensor] | None = None
 
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are augmented (evaluation ones never are)."""
+        return not self.policy.is_identity
+
     def __call__(
         self,
         images: Tensor,

@@ -60,6 +60,12 @@ class ImageSplit:
         """What a batch gathers from: the uint8 images."""
         return self.images
 
+    def batch_order(
+        self, order: Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor:
+        """The epoch's sample order, unchanged: image batches are plain slices of it."""
+        return order
+
     def subset(self, indices: torch.Tensor) -> ImageSplit:
         return ImageSplit(self.images[indices], self.labels[indices], list(self.class_names))
 
@@ -90,6 +96,11 @@ class RawDataset:
     @property
     def num_classes(self) -> int:
         return self.train.num_classes
+
+    def facts(self) -> dict[str, int]:
+        """What the data says about itself, checked against the dataset's spec."""
+        channels, side = self.train.shape[:2]
+        return {"classes": self.num_classes, "channels": channels, "pixels per side": side}
 
 
 @dataclass

@@ -4,11 +4,60 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from reffakd.data.dataset import ImageSplit
+
+class Split(Protocol):
+    """What a batch gathers from: ``inputs`` (uint8 images, token ids, ...) and ``labels``.
+
+    ``batch_order(order, batch_size, generator)`` may rearrange an epoch's sample order before
+    it is cut into batches (text groups texts of similar length; images keep the order).
+    """
+
+    @property
+    def inputs(self) -> Tensor: ...
+
+    labels: Tensor
+
+    def __len__(self) -> int: ...
+
+    def batch_order(
+        self, order: Tensor, batch_size: int, generator: torch.Generator | None
+    ) -> Tensor: ...
+
+
+class Splits(Protocol):
+    """Train / validation / test of any modality."""
+
+    train: Split
+    val: Split
+    test: Split
+
+
+class Transform(Protocol):
+    """A batch transform: raw batch inputs -> model inputs, on the batch's device.
+
+    ``train`` switches augmentation on; its random numbers come from ``generator``.
+    ``augments`` says whether training inputs differ from evaluation inputs at all.
+    ``rows``/``total``: the inputs are this process's rows of a batch of ``total`` samples
+    split over processes; random numbers are drawn for the whole batch and this share kept.
+    """
+
+    @property
+    def augments(self) -> bool: ...
+
+    def __call__(
+        self,
+        inputs: Tensor,
+        *,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        rows: slice | None = None,
+        total: int | None = None,
+    ) -> Tensor: ...
 
 
 @dataclass
@@ -46,7 +95,7 @@ class BatchLoader:
 
     def __init__(
         self,
-        split: ImageSplit,
+        split: Split,
         batch_size: int,
         *,
         device: torch.device | str = "cpu",
@@ -59,6 +108,7 @@ class BatchLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
+        self.split = split
         self.inputs = split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
@@ -75,6 +125,8 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        generator = self.generator if self.shuffle else None
+        order = self.split.batch_order(order, self.batch_size, generator)
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]

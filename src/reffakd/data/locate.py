@@ -2,7 +2,7 @@
 
 :func:`load_dataset` searches the roots of :func:`reffakd.data.paths.search_roots` in order; in
 each it looks in the subfolders named by the spec's ``folder_names`` and then in the folder
-itself. The first usable copy is read. If none is found the dataset is downloaded (with md5
+itself. The first usable copy is read. If none is found the dataset is downloaded (with checksum
 verification) into ``user_cache_dir()/"datasets"/<name>/``, unless ``download=False`` or the
 environment sets ``REFFAKD_NO_DOWNLOAD=1``.
 """
@@ -22,12 +22,14 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 from reffakd.data.dataset import RawDataset
 from reffakd.data.paths import ENV_DATA, ENV_NO_DOWNLOAD, search_roots, user_cache_dir
 from reffakd.data.readers.archive import is_archive_file
 from reffakd.data.readers.common import PathLike
 from reffakd.data.spec import DatasetSpec, Found, get_spec
+from reffakd.data.text import RawTextDataset
 from reffakd.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -91,20 +93,26 @@ def _downloads_disabled() -> bool:
     return os.environ.get(ENV_NO_DOWNLOAD, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _hasher(checksum: str) -> Any:
+    """sha256 for a 64-digit checksum, else md5."""
+    return hashlib.sha256() if len(checksum) == 64 else hashlib.md5(usedforsecurity=False)
+
+
+def _checksum(path: Path, like: str) -> str:
+    """The checksum of ``path``, of the same kind as ``like``."""
+    digest = _hasher(like)
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _fetch(url: str, dest: Path, md5: str) -> None:
-    """Download ``url`` to ``dest`` via a temporary file, verifying its md5."""
+def _fetch(url: str, dest: Path, checksum: str) -> None:
+    """Download ``url`` to ``dest`` via a temporary file, verifying its checksum."""
     log.info("downloading %s", url)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".part")
     try:
-        digest = hashlib.md5(usedforsecurity=False)
+        digest = _hasher(checksum)
         with (
             os.fdopen(fd, "wb") as out,
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response,
@@ -112,11 +120,11 @@ def _fetch(url: str, dest: Path, md5: str) -> None:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 out.write(chunk)
                 digest.update(chunk)
-        if digest.hexdigest() != md5:
+        if digest.hexdigest() != checksum:
             raise DataError(
-                f"checksum mismatch for {url}: md5 {digest.hexdigest()}, expected {md5}; the "
-                "download was deleted. Try again later, or fetch the data by hand and pass "
-                f"--data-dir DIR or set {ENV_DATA}=DIR."
+                f"checksum mismatch for {url}: {digest.name} {digest.hexdigest()}, expected "
+                f"{checksum}; the download was deleted. Try again later, or fetch the data by hand "
+                f"and pass --data-dir DIR or set {ENV_DATA}=DIR."
             )
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
@@ -159,10 +167,10 @@ def download_dataset(spec: DatasetSpec) -> Path:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _DownloadFailed(f"cannot create {target} ({err})") from err
-    for url, filename, md5 in spec.downloads:
+    for url, filename, checksum in spec.downloads:
         dest = target / filename
-        if not (dest.is_file() and _md5(dest) == md5):
-            _fetch(url, dest, md5)
+        if not (dest.is_file() and _checksum(dest, checksum) == checksum):
+            _fetch(url, dest, checksum)
         if is_archive_file(dest):
             _extract(dest, target)
     return target
@@ -172,20 +180,20 @@ def download_dataset(spec: DatasetSpec) -> Path:
 # Loading
 
 
-def _check(spec: DatasetSpec, raw: RawDataset, path: Path) -> None:
-    """Catch a copy of the wrong dataset (e.g. MNIST files in a Fashion-MNIST folder)."""
-    found = {
-        "classes": raw.num_classes,
-        "channels": raw.train.shape[0],
-        "pixels per side": raw.train.shape[1],
-    }
+def _check(spec: DatasetSpec, raw: RawDataset | RawTextDataset, path: Path) -> None:
+    """Catch a copy of the wrong dataset (e.g. MNIST files in a Fashion-MNIST folder).
+
+    Compares what the data says about itself (``raw.facts()``: classes, and for images the
+    channels and side) with what the spec fixes.
+    """
+    found = raw.facts()
     expected = {
         "classes": spec.num_classes,
         "channels": spec.in_channels,
         "pixels per side": spec.native_size,
     }
     for what, value in expected.items():
-        if value is not None and found[what] != value:
+        if value is not None and what in found and found[what] != value:
             raise DataError(
                 f"{spec.name}: {path} has {found[what]} {what}, expected {value}; it is not a "
                 f"copy of {spec.name}, point --data-dir/{ENV_DATA} at the right data."
@@ -197,7 +205,7 @@ def load_dataset(
     data_dir: PathLike | None = None,
     download: bool = True,
     cache_dir: PathLike | None = None,
-) -> RawDataset:
+) -> RawDataset | RawTextDataset:
     """Find (or download) and read a dataset's official train and test splits.
 
     ``cache_dir`` is where decoded image files are cached (default

@@ -1,7 +1,8 @@
 """What the project knows about a dataset before reading it: :class:`DatasetSpec`.
 
 Specs live in the :data:`DATASETS` registry; the built-in ones are registered by
-:mod:`reffakd.data.catalog`, which the registry imports on first use.
+:mod:`reffakd.data.catalog` (images) and :mod:`reffakd.data.text_catalog` (text), which the
+registry imports on first use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from reffakd.data.dataset import RawDataset
 from reffakd.data.readers.common import PathLike
+from reffakd.data.text import RawTextDataset
 from reffakd.registry import Registry
 
 
@@ -21,7 +23,7 @@ class Found:
     """A usable copy of a dataset and the function that reads it (given a cache dir)."""
 
     path: Path
-    read: Callable[[PathLike | None], RawDataset]
+    read: Callable[[PathLike | None], RawDataset | RawTextDataset]
 
 
 Probe = Callable[[Path, bool], "Found | None"]
@@ -35,7 +37,9 @@ class DatasetSpec:
     ``imagefolder``, where they come from the data (models then train at the native size).
     ``augment`` has ``crop_padding`` (pixels of padding for a random crop at the training size;
     0 means no crop), ``flip`` (random horizontal flip) and ``rotation`` (max degrees).
-    ``downloads`` lists (url, filename, md5 of that file).
+    ``downloads`` lists (url, filename, checksum of that file): an md5, or a sha256 where only
+    that is published (told apart by length). ``modality`` is ``image`` or ``text``; text
+    datasets leave the image fields None.
     """
 
     name: str
@@ -45,6 +49,8 @@ class DatasetSpec:
     default_image_size: int | None
     class_names: list[str] | None = None
     aesl_boost: float = 0.008
+    aesl_temperature: float = 1.0
+    max_len: int | None = None  # text: default padded length (None: see default_max_len)
     augment: dict[str, Any] = field(
         default_factory=lambda: {"crop_padding": 0, "flip": True, "rotation": 15}
     )
@@ -54,10 +60,13 @@ class DatasetSpec:
     install_hint: str = ""
     probe: Probe | None = field(default=None, repr=False, compare=False)
     explicit_only: bool = False
+    modality: str = "image"
 
 
 DATASETS: Registry[DatasetSpec] = Registry(
-    "dataset", autoload=("reffakd.data.catalog",), entry_points="reffakd.datasets"
+    "dataset",
+    autoload=("reffakd.data.catalog", "reffakd.data.text_catalog"),
+    entry_points="reffakd.datasets",
 )
 
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from reffakd.data.augment import channel_stats
 from reffakd.data.dataset import DataSplits, ImageSplit, RawDataset, hold_out_validation
-from reffakd.data.prepare import PreparedData
+from reffakd.data.prepare import PreparedImages
 from reffakd.data.readers.image_modes import to_uint8
 from reffakd.data.spec import DatasetSpec
 from reffakd.errors import DataError, UserError
@@ -251,7 +251,7 @@ def user_splits(
     return hold_out_validation(raw, val_fraction, split_seed)
 
 
-def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedData:
+def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedImages:
     """What training needs from user splits. Without ``image_size`` the images' own side is
     used; non-square images then need one, as the engine trains on square inputs."""
     channels, height, width = splits.train.shape
@@ -278,4 +278,4 @@ def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedDat
         augment=dict(NO_AUGMENTATION),
     )
     mean, std = channel_stats(splits.train.images)
-    return PreparedData(spec, splits, image_size, mean, std)
+    return PreparedImages(spec, splits, image_size, mean, std)

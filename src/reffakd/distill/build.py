@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from reffakd.config import TrainConfig, ae_config_for
-from reffakd.data.augment import AugmentPolicy
-from reffakd.data.dataset import DataSplits
-from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
+from reffakd.data.loader import Splits, Transform
+from reffakd.data.prepare import PreparedData, prepare_data
 from reffakd.data.spec import get_spec
 from reffakd.data.user import USER_DATA
 from reffakd.errors import UserError
@@ -35,7 +34,7 @@ class StudentRun:
     data: PreparedData
     method: ResolvedMethod
     device: torch.device
-    policy: AugmentPolicy
+    transform: Transform
     student: nn.Module
     source: TeacherSource | None
     objective: Objective
@@ -87,14 +86,11 @@ def build_run(
     device = dist.device_for(config.device)
     check_compute(config, device, dist)
     data = data or prepare_data(config.data)
-    policy = augment_policy(data.spec, config.augment)
-    splits = data.splits
-    check_shards(config, splits, dist)
+    transform = data.batch_transform(config.augment)
+    check_shards(config, data.splits, dist)
     seed_everything(config.seed)
     if student is None:
-        student = build_model(
-            config.student, splits.num_classes, splits.in_channels, data.image_size
-        )
+        student = build_model(config.student, data.splits.num_classes, **data.model_input)
     source = None
     if method.source is not None:
         context = SourceContext(
@@ -105,13 +101,13 @@ def build_run(
             student=config.student,
             seed=config.seed,
             progress=config.progress,
-            augmented=not policy.is_identity,
+            augmented=transform.augments,
             ae=ae_config_for(config),
             writes=dist.is_main,
         )
         source = build_source(method.source, method.source_options, context)
     objective = build_objective(method.loss, method.loss_options)
-    return StudentRun(config, data, method, device, policy, student, source, objective)
+    return StudentRun(config, data, method, device, transform, student, source, objective)
 
 
 def absolute_paths(source_options: dict[str, Any]) -> None:
@@ -132,7 +128,7 @@ def check_compute(config: TrainConfig, device: torch.device, dist: DistContext) 
         check_compiler(device)
 
 
-def check_shards(config: TrainConfig, splits: DataSplits, dist: DistContext) -> None:
+def check_shards(config: TrainConfig, splits: Splits, dist: DistContext) -> None:
     """Under torchrun the global batch must split evenly over the processes, and no process may
     go without samples in the last (smaller) batch."""
     if not dist.enabled:

@@ -25,7 +25,6 @@ from torch import nn
 
 from reffakd import __version__
 from reffakd.config import TrainConfig, dump_yaml, load_yaml
-from reffakd.data.augment import BatchTransform
 from reffakd.data.prepare import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, absolute_paths, build_run
@@ -182,7 +181,9 @@ def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> 
     )
 
 
-def _write_config(run_dir: RunDir, config: TrainConfig, resume: bool) -> None:
+def _write_config(run_dir: RunDir, run: StudentRun, resume: bool) -> None:
+    config = run.config
+    run.data.save_inputs(run_dir.path)  # first: a resumed run whose inputs changed is refused
     if resume:  # a finished run extended to more epochs is unfinished again
         run_dir.summary.unlink(missing_ok=True)
     atomic_write_text(run_dir.config, dump_yaml(config))
@@ -192,7 +193,7 @@ def _train_locked(
     run: StudentRun, run_dir: RunDir, resume: bool, command: str | None, dist: DistContext
 ) -> dict[str, Any]:
     config, data = run.config, run.data
-    dist.main_first(lambda: _write_config(run_dir, config, resume), others=False)
+    dist.main_first(lambda: _write_config(run_dir, run, resume), others=False)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -201,12 +202,11 @@ def _train_locked(
         signal_seconds = round(time.perf_counter() - started, 3)
         record = run.source.record()
     task = Distiller(run.student, run.source, run.objective)
-    transform = BatchTransform(data.image_size, data.mean, data.std, run.policy)
     seed_everything(rank_seed(config.seed, dist.rank))
     trainer = Trainer(
         task,
         data.splits,
-        transform,
+        run.transform,
         config.optim,
         run_dir,
         seed=config.seed,
@@ -232,6 +232,7 @@ def _train_locked(
         "dataset": data.spec.name,
         "data_source": data.splits.source,
         "split_sizes": data.splits.sizes(),
+        "inputs": data.describe(),
         "seed": config.seed,
         "device": str(run.device),
         "distributed": {
@@ -267,7 +268,7 @@ def _student_phase(
     return phase_cost(
         "student_training",
         networks,
-        run.data.input_shape,
+        run.data.example_input(),
         run.config.optim.epochs * len(run.data.splits.train),
         {**meter, "seconds": summary["seconds_total"]},
         trained=["student"],

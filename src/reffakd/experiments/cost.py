@@ -1,16 +1,26 @@
 """``reffakd cost MODEL --dataset D``: a model's parameters, FLOPs and MACs at a dataset's input.
 
-It reads only the dataset's spec, never its files. Counting conventions are those of
-:mod:`reffakd.training.cost`.
+For image datasets it reads only the dataset's spec, never its files. A text model's size and
+cost depend on the vocabulary and the text length: given both (``--vocab-size``, ``--tokens``)
+nothing is read either; otherwise they are measured on the data (found like for ``reffakd
+train``), with the default data settings: the vocabulary size and the mean training length.
+Counting conventions are those of :mod:`reffakd.training.cost` (a text model on a text of the
+mean training length, every position a token, as in training runs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from reffakd.data.spec import get_spec
+import torch
+
+from reffakd.config import DataConfig
+from reffakd.data.prepare import PreparedText, prepare_data
+from reffakd.data.spec import DatasetSpec, get_spec
+from reffakd.data.text import PAD, UNK
 from reffakd.errors import UserError, first_line
 from reffakd.models import build_model
 from reffakd.training.cost import (
@@ -31,6 +41,9 @@ TRAIN_CLASS_COUNTS: dict[str, tuple[int, ...]] = {
     "cifar10": (5000,) * 10,
     "cifar100": (500,) * 100,
     "tiny-imagenet": (500,) * 200,
+    "sst2": (29_780, 37_569),  # GLUE train (phrases)
+    "agnews": (30_000,) * 4,  # the official train set
+    "mr": (4_798, 4_798),  # 5,331 each, less the seeded 10% test split
 }
 
 
@@ -74,31 +87,116 @@ def dataset_input(
     return (channels, size, size), classes
 
 
+@dataclass
+class CostInput:
+    """What a model is counted on: its factory's input keywords, one example sample, the
+    classes, the training samples per epoch (None if unknown) and the input in words."""
+
+    model_input: dict[str, int]
+    example: torch.Tensor
+    num_classes: int
+    train_samples: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class CostOptions:
+    """The command's optional overrides (None: from the spec or the data)."""
+
+    image_size: int | None = None
+    in_channels: int | None = None
+    num_classes: int | None = None
+    vocab_size: int | None = None
+    tokens: int | None = None
+    val_fraction: float = 0.1
+    data_dir: str | None = None
+
+
+def _image_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
+    shape, classes = dataset_input(
+        spec.name, options.image_size, options.in_channels, options.num_classes
+    )
+    return CostInput(
+        {"in_channels": shape[0], "image_size": shape[1]},
+        torch.zeros(1, *shape),
+        classes,
+        train_split_size(spec.name, options.val_fraction),
+        _shape_text(shape),
+    )
+
+
+def _text_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
+    """Vocabulary size and tokens per text from the options, else measured on the data."""
+    vocab, length, classes = options.vocab_size, options.tokens, options.num_classes
+    samples = train_split_size(spec.name, options.val_fraction)
+    where = "given"
+    if vocab is None or length is None:
+        data = prepare_data(
+            DataConfig(name=spec.name, data_dir=options.data_dir, val_fraction=options.val_fraction)
+        )
+        assert isinstance(data, PreparedText)
+        vocab, length = vocab or len(data.vocab), length or data.tokens_per_sample
+        classes, samples = classes or data.splits.num_classes, len(data.splits.train)
+        where = f"measured on {data.splits.source}"
+    classes = classes or spec.num_classes
+    if classes is None:
+        raise UserError(f"dataset {spec.name!r} does not fix the classes; pass --num-classes")
+    return CostInput(
+        {"vocab_size": vocab, "max_len": length, "pad_id": PAD},
+        torch.full((1, length), UNK, dtype=torch.int64),
+        classes,
+        samples,
+        f"{length} tokens, vocabulary {vocab:,} ({where})",
+    )
+
+
+COST_INPUTS: dict[str, Callable[[DatasetSpec, CostOptions], CostInput]] = {
+    "image": _image_cost_input,
+    "text": _text_cost_input,
+}
+# The options that only one modality takes.
+MODALITY_OPTIONS = {"image": ("image_size", "in_channels"), "text": ("vocab_size", "tokens")}
+
+
+def cost_input(dataset: str, options: CostOptions | None = None) -> CostInput:
+    """What ``reffakd cost`` counts a model on, for a dataset of any modality."""
+    options = options or CostOptions()
+    spec = get_spec(dataset)
+    for modality, names in MODALITY_OPTIONS.items():
+        for name in names:
+            value = getattr(options, name)
+            if value is not None and modality != spec.modality:
+                raise UserError(
+                    f"--{name.replace('_', '-')} applies to {modality} datasets, and {dataset} "
+                    f"is a {spec.modality} dataset; drop it."
+                )
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return COST_INPUTS[spec.modality](spec, options)
+
+
 def model_cost(
     model_name: str,
-    input_shape: Shape,
-    num_classes: int,
-    train_samples: int | None = None,
+    given: CostInput,
     batch_size: int = 128,
     epochs: int | None = None,
 ) -> dict[str, Any]:
     """Parameters, forward FLOPs/MACs per sample and training FLOPs of a registry model.
 
-    Raises :class:`~reffakd.errors.UserError` for an unknown model or one that cannot take
-    ``input_shape``.
+    Raises :class:`~reffakd.errors.UserError` for an unknown model or one that cannot read the
+    input.
     """
-    channels, size = int(input_shape[0]), int(input_shape[-1])
+    train_samples, num_classes = given.train_samples, given.num_classes
     try:
-        model = build_model(model_name, num_classes, in_channels=channels, image_size=size)
-        forward = forward_flops(model, input_shape)
+        model = build_model(model_name, num_classes, **given.model_input)
+        forward = forward_flops(model, given.example.shape[1:], example_input=given.example)
     except (ValueError, RuntimeError) as err:
-        raise UserError(
-            f"model {model_name!r} at input {_shape_text(input_shape)}: {first_line(err)}"
-        ) from None
+        raise UserError(f"model {model_name!r} at input {given.text}: {first_line(err)}") from None
     per_epoch = None if train_samples is None else training_flops(forward["flops"], train_samples)
     return {
         "model": model_name,
-        "input_shape": list(input_shape),
+        "input": given.text,
+        "input_shape": list(given.example.shape[1:]),
         "num_classes": num_classes,
         "params": count_parameters(model),
         "trainable_params": count_trainable_parameters(model),
@@ -129,7 +227,7 @@ def format_model_cost(cost: Mapping[str, Any], dataset: str | None = None) -> st
     """The human-readable report printed by ``reffakd cost``."""
     where = f"{dataset}: " if dataset else ""
     lines = [
-        f"model       {cost['model']} ({where}input {_shape_text(cost['input_shape'])}, "
+        f"model       {cost['model']} ({where}input {cost['input']}, "
         f"{cost['num_classes']} classes)",
         f"parameters  {cost['params']:,} ({human(cost['params'])}), "
         f"trainable {cost['trainable_params']:,}",
@@ -149,5 +247,7 @@ def format_model_cost(cost: Mapping[str, Any], dataset: str | None = None) -> st
             f"            {human(cost['training_flops_total'], 'FLOPs')} for "
             f"{cost['epochs']} epochs"
         )
-    lines.append("counted: matmul/conv ops only (not BN, activations, pooling, bias)")
+    lines.append(
+        "counted: matmul/conv ops, LSTM/GRU gates by hand (not BN, activations, pooling, bias)"
+    )
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from reffakd.data.spec import DATASETS
+from reffakd.data.spec import DATASETS, DatasetSpec
 from reffakd.errors import UserError
 from reffakd.experiments.bench import load_suite, packaged_suites
 from reffakd.kd.methods import PRESETS
@@ -72,17 +72,29 @@ def default_input(factory: Callable[..., Any]) -> dict[str, Any]:
     return shape
 
 
+def _image_input(spec: DatasetSpec) -> str:
+    if spec.in_channels is None:
+        return "images, shape from the data"
+    return f"{spec.in_channels}x{spec.native_size}x{spec.native_size} images"
+
+
+def _text_input(spec: DatasetSpec) -> str:
+    return "text (word tokens)"
+
+
+INPUT_DESCRIPTIONS: dict[str, Callable[[DatasetSpec], str]] = {
+    "image": _image_input,
+    "text": _text_input,
+}
+
+
 def list_datasets() -> str:
     rows = []
     for name in DATASETS.names():
         spec = DATASETS.get(name)
-        shape = (
-            "from the data"
-            if spec.in_channels is None
-            else (f"{spec.in_channels}x{spec.native_size}x{spec.native_size}")
-        )
-        rows.append([name, str(spec.num_classes or "from the data"), shape])
-    return table(["dataset", "classes", "images"], rows)
+        inputs = INPUT_DESCRIPTIONS[spec.modality](spec)
+        rows.append([name, str(spec.num_classes or "from the data"), inputs])
+    return table(["dataset", "classes", "input"], rows)
 
 
 def _first_doc_line(obj: Callable[..., Any]) -> str:

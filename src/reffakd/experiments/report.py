@@ -686,6 +686,9 @@ def _with_options(name: Any, options: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------------- soft-label run
+# The autoencoders' reconstruction losses (aesl.autoencoder.AUTOENCODERS), as table headers.
+RECONSTRUCTION_LABELS = {"mse": "MSE", "token_ce": "token CE"}
+
 def _soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
     summary = _read_json(directory / "summary.json")
     labels = SoftLabels.load(directory / "soft_labels.pt")
@@ -693,18 +696,18 @@ def _soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
     dataset = meta.get("dataset", "?")
     title = f"Soft-label run: AESL · {dataset}"
     subtitle = f"{directory} · seed {meta.get('seed', '–')}"
-    header = ["epoch", "train MSE", "val MSE", "test MSE"]
+    metric = meta.get("reconstruction_metric", "mse")
+    label = RECONSTRUCTION_LABELS.get(metric, metric)
+    header = ["epoch", *(f"{split} {label}" for split in ("train", "val", "test"))]
     rows = [
         [
             f"{which} ({summary.get(epoch_key, '–')})",
-            _epoch_value(summary[which].get("train_mse")),
-            _epoch_value(summary[which].get("val_mse")),
-            _epoch_value(summary[which].get("test_mse")),
+            *(_epoch_value(summary[which].get(f"{s}_{metric}")) for s in ("train", "val", "test")),
         ]
         for which, epoch_key in (("best", "best_epoch"), ("last", "epochs"))
     ]
     results = _table(header, rows) + _note(
-        "Autoencoder reconstruction error; best = the epoch with the lowest validation MSE, "
+        f"Autoencoder reconstruction error; best = the epoch with the lowest validation {label}, "
         "whose weights make the soft labels."
     )
     quoted = shlex.quote(str(directory))

@@ -69,13 +69,6 @@ class SourceContext:
     def class_names(self) -> list[str]:
         return list(self.data.splits.class_names)
 
-    @property
-    def in_channels(self) -> int:
-        return self.data.splits.in_channels
-
-    @property
-    def image_size(self) -> int:
-        return self.data.image_size
 
 
 @dataclass

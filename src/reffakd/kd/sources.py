@@ -8,6 +8,7 @@ on the same augmented batch as the student.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,28 +198,34 @@ def _network_source(
 
 
 def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> None:
-    """The teacher's classes, channels, image size, dataset and split must be the student's."""
+    """The teacher's classes, modality, inputs, dataset and split must be the student's."""
     spec = get_spec(config.data.name)
     data = config.data
     fix = f"pass --teacher a run trained on {context.dataset} with this run's data settings."
-    checks = (
-        ("{} classes", spec.num_classes, context.num_classes),
-        ("{} input channels", spec.in_channels, context.in_channels),
-        ("{0}x{0} images", data.image_size or spec.default_image_size, context.image_size),
-    )
-    for what, theirs, ours in checks:
-        if theirs is not None and theirs != ours:
-            raise UserError(
-                f"teacher run {run} is for {what.format(theirs)} ({data.name}) but this run has "
-                f"{what.format(ours)} ({context.dataset}); {fix}"
-            )
+    if spec.num_classes is not None and spec.num_classes != context.num_classes:
+        raise UserError(
+            f"teacher run {run} is for {spec.num_classes} classes ({data.name}) but this run has "
+            f"{context.num_classes} classes ({context.dataset}); {fix}"
+        )
+    ours = context.data.spec.modality
+    if spec.modality != ours:
+        raise UserError(
+            f"teacher run {run} was trained on {spec.modality} data ({data.name}), this run "
+            f"uses {ours} data ({context.dataset}); {fix}"
+        )
+    mismatch = context.data.input_mismatch(Path(run), data)
+    if mismatch:
+        raise UserError(
+            f"teacher run {run} ({data.name}) cannot read this run's inputs ({context.dataset}): "
+            f"{mismatch}; {fix}"
+        )
     if data.name != context.dataset:
         raise UserError(
             f"teacher run {run} was trained on {data.name}, this run uses {context.dataset}; {fix}"
         )
-    ours = context.data_config
+    own = context.data_config
+    ours_split = {"val_fraction": own.val_fraction, "split_seed": own.split_seed}
     theirs_split = {"val_fraction": data.val_fraction, "split_seed": data.split_seed}
-    ours_split = {"val_fraction": ours.val_fraction, "split_seed": ours.split_seed}
     if theirs_split != ours_split:
         raise UserError(
             f"teacher run {run} held out another validation split ({theirs_split}, this run "
@@ -239,19 +246,20 @@ _RETRAIN = "pass --teacher a run trained on this run's dataset."
 
 
 def _build_teacher(run: str, name: str, trained: TrainedRun, context: SourceContext) -> nn.Module:
-    """The teacher network with the checkpoint's weights, checked on a probe batch."""
-    model = build_model(name, context.num_classes, context.in_channels, context.image_size)
-    expected = f"a {name} with {context.num_classes} classes and {context.in_channels} channels"
+    """The teacher network, built for the student's inputs, with the checkpoint's weights,
+    checked on a probe batch."""
+    data = context.data
+    model = build_model(name, context.num_classes, **data.model_input)
+    expected = f"a {name} with {context.num_classes} classes reading {data.input_text()}"
     load_weights(model, trained, expected, _RETRAIN)
     model.eval()
-    size = context.image_size
     try:
         with torch.no_grad():
-            out = model(torch.zeros(2, context.in_channels, size, size))
+            out = model(data.example_input(2))
     except RuntimeError as exc:
         raise UserError(
-            f"teacher {name} of {run} cannot take {context.in_channels}x{size}x{size} inputs "
-            f"({first_line(exc)}); {_RETRAIN}"
+            f"teacher {name} of {run} cannot read {data.input_text()} ({first_line(exc)}); "
+            f"{_RETRAIN}"
         ) from None
     if out.ndim != 2 or out.shape[1] != context.num_classes:
         raise UserError(

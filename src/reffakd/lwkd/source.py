@@ -38,6 +38,9 @@ from reffakd.lwkd.teacher import (
 from reffakd.training.runs import read_summary
 
 POOL_ENTRIES = 2**24  # cap on P·C² stored log-probabilities (64 MiB of float32)
+# The synthesized images' shape when the student's inputs are not images (text): the light
+# teacher's target for a sample of class y depends only on y (docs/lwkd.md, "Other modalities").
+SYNTH_SHAPE = (1, 32, 32)
 
 
 class LWKDSource(TeacherSource):
@@ -130,15 +133,17 @@ def lwkd_source(
     """LW-KD: a LeNet-5 light teacher on synthesized digits (``run``: an existing light-teacher
     run, else trained in ``RUN/light_teacher/`` and reused on resume) gives, for a sample of
     class y, its output softened by ``temperature`` on a random synthesized sample of class y.
+    The digits are drawn at the student's image shape, or at 1x32x32 for non-image (text) data.
 
     ``pool_per_class``: P synthesized samples per class to draw from; ``teacher_epochs``,
     ``per_class`` (train images per class), ``digits`` (auto, mnist, procedural) and ``seed``
     define a light teacher trained here (``seed`` defaults to the run's seed)."""
     _check_options(temperature, pool_per_class, teacher_epochs, checkpoint, digits)
+    channels, size, _ = context.data.image_shape or SYNTH_SHAPE
     config = LightTeacherConfig(
         num_classes=context.num_classes,
-        in_channels=context.in_channels,
-        image_size=context.image_size,
+        in_channels=channels,
+        image_size=size,
         epochs=teacher_epochs,
         per_class=per_class,
         digits=digits,

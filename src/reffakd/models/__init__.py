@@ -1,7 +1,11 @@
-"""Model registry. Every factory takes ``num_classes``, ``in_channels`` and ``image_size``.
+"""Model registry: ``name -> factory(num_classes, **input_shape) -> nn.Module``.
+
+Image factories take ``in_channels`` and ``image_size``; text factories take ``vocab_size``,
+``max_len`` and ``pad_id`` and their models read one tensor of padded int64 token ids ``(B, L)``.
 
 >>> from reffakd.models import build_model
 >>> net = build_model("lenet5", num_classes=10, in_channels=1, image_size=32)
+>>> txt = build_model("textcnn", num_classes=2, vocab_size=1000, max_len=64)
 
 A model name is one of: a registered name (``reffakd list models``; installed packages add
 names through the ``reffakd.models`` entry-point group), an adapter ``timm:NAME`` or
@@ -10,6 +14,7 @@ names through the ``reffakd.models`` entry-point group), an adapter ``timm:NAME`
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -23,23 +28,73 @@ from reffakd.registry import Registry
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model", entry_points="reffakd.models")
 
+# What an image factory gets when the caller leaves its input shape out.
+IMAGE_DEFAULTS = {"in_channels": 3, "image_size": 32}
+
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Register ``factory(num_classes, in_channels, image_size) -> nn.Module`` under ``name``."""
+    """Register ``factory(num_classes, **input_shape) -> nn.Module`` under ``name``.
+
+    Image factories: ``(num_classes, in_channels, image_size)``. Text factories:
+    ``(num_classes, vocab_size, max_len=128, pad_id=0, **options)``.
+    """
     return MODELS.register(name)
 
 
+def _factory_arguments(name: str, factory: ModelFactory, shape: dict[str, int]) -> dict[str, int]:
+    """``shape`` plus the image defaults the factory takes; UserError for a mismatch."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return shape
+    arguments = {**{k: v for k, v in IMAGE_DEFAULTS.items() if k in params}, **shape}
+    takes = ", ".join(n for n in params if n != "num_classes")
+    unknown = [k for k in arguments if k not in params]
+    missing = [
+        n for n, p in params.items()
+        if n != "num_classes" and p.default is inspect.Parameter.empty and n not in arguments
+    ]  # fmt: skip
+    if unknown or missing:
+        kind = "text" if "vocab_size" in params else "image"
+        problem = f"not {', '.join(unknown)}" if unknown else f"{', '.join(missing)} is missing"
+        raise UserError(
+            f"model {name!r} is {'a' if kind == 'text' else 'an'} {kind} model taking {takes} "
+            f"({problem}); use {kind} data or another model"
+        )
+    return arguments
+
+
 def build_model(
-    name: str, num_classes: int, in_channels: int = 3, image_size: int = 32
+    name: str,
+    num_classes: int,
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    **input_shape: int,
 ) -> nn.Module:
     """Build a registered model, an adapter model (``timm:NAME`` / ``torchvision:NAME``) or the
-    model an import path ``package.module:factory`` names."""
+    model an import path ``package.module:factory`` names.
+
+    ``in_channels``/``image_size`` (positional or keyword, default 3 and 32) go to image
+    models; any other keyword (``vocab_size``, ``max_len``, ``pad_id``, model options) goes to
+    the factory as is. An argument a registered factory does not take raises
+    :class:`UserError`.
+    """
+    shape = {"in_channels": in_channels, "image_size": image_size, **input_shape}
+    shape = {k: v for k, v in shape.items() if v is not None}
+    image_only = set(shape) <= set(IMAGE_DEFAULTS)
     if ":" in name:
         if name.partition(":")[0] in ADAPTER_PREFIXES:
-            return build_adapter(name, num_classes, in_channels, image_size)
-        return build_imported(name, num_classes, in_channels, image_size)
+            if not image_only:
+                extra = sorted(set(shape) - set(IMAGE_DEFAULTS))
+                raise UserError(
+                    f"adapter model {name!r} is an image model; it does not take {extra}"
+                )
+            image = {**IMAGE_DEFAULTS, **shape}
+            return build_adapter(name, num_classes, image["in_channels"], image["image_size"])
+        offered = {**IMAGE_DEFAULTS, **shape} if image_only else shape
+        return build_imported(name, num_classes, **offered)
     _refuse_user_module(name)
-    return MODELS.get(name)(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    factory = MODELS.get(name)
+    return factory(num_classes=num_classes, **_factory_arguments(name, factory, shape))
 
 
 def check_model_name(name: str) -> None:
@@ -80,6 +135,13 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+def is_text_model(name: str) -> bool:
+    """Whether a registered model reads token ids (its factory takes ``vocab_size``)."""
+    if ":" in name:
+        return False
+    return "vocab_size" in inspect.signature(MODELS.get(name)).parameters
+
+
 # Importing the modules registers their models.
 from reffakd.models import (  # noqa: E402,F401
     cae,
@@ -88,7 +150,9 @@ from reffakd.models import (  # noqa: E402,F401
     mlp,
     mobilenetv2,
     resnet,
+    rnn_ae,
     shufflenetv2,
+    text,
     vgg,
     wrn,
 )

@@ -7,6 +7,7 @@ built; the decoder is only used to train it on reconstruction.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reffakd.models import register_model
@@ -66,6 +67,19 @@ class ConvAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+    @property
+    def encoder_network(self) -> nn.Module:
+        """The network that makes the embeddings (what embedding samples costs)."""
+        return self.encoder
+
+    def per_sample_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean squared reconstruction error of each image, ``(B,)``."""
+        return F.mse_loss(self(x), x, reduction="none").flatten(1).mean(dim=1)
+
+    def reconstruction_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean squared reconstruction error over the batch (the training loss)."""
+        return F.mse_loss(self(x), x)
 
 
 @register_model("cae")

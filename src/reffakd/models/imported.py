@@ -1,7 +1,8 @@
 """Models from the user's own code: ``package.module:factory``, an import path.
 
 The factory (a function or an ``nn.Module`` class) is called with the keyword arguments it
-accepts among ``num_classes``, ``in_channels`` and ``image_size``, and must return an
+accepts among ``num_classes`` and the data's model inputs (``in_channels`` and ``image_size``
+for images; ``vocab_size``, ``max_len`` and ``pad_id`` for text), and must return an
 ``nn.Module``. The module is imported as Python would import it, with the current folder as a
 last resort (a console script does not put it on ``sys.path``, ``python -m`` does).
 """
@@ -47,12 +48,12 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     return target
 
 
-def build_imported(
-    spec: str, num_classes: int, in_channels: int = 3, image_size: int = 32
-) -> nn.Module:
-    """Call the factory an import path names with the shape arguments it accepts."""
+def build_imported(spec: str, num_classes: int, **inputs: int) -> nn.Module:
+    """Call the factory an import path names with the arguments it accepts among
+    ``num_classes`` and the data's ``inputs`` (``in_channels`` and ``image_size`` for images;
+    ``vocab_size``, ``max_len`` and ``pad_id`` for text)."""
     factory = resolve_factory(spec)
-    offered = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    offered = {"num_classes": num_classes, **inputs}
     model = factory(**_accepted(factory, offered))
     if not isinstance(model, nn.Module):
         raise UserError(

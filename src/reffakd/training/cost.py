@@ -11,6 +11,11 @@ Conventions:
   matrix-multiply and convolution-like ops (``mm``, ``addmm``, ``bmm``, convolutions, including
   transposed ones, attention). Batch norm, activations, pooling, element-wise ops and bias
   additions are *not* counted. A multiply-add counts as 2 FLOPs, so MACs = FLOPs / 2.
+  LSTM/GRU layers, whose fused kernels the counter sees as 0, are counted by hand
+  (:mod:`reffakd.models.flops`) and replace whatever the counter saw of them.
+* A network is counted on a zero batch of a per-sample shape, or on an example batch (a text
+  model on token ids of the mean training length, every position a token:
+  :meth:`reffakd.data.prepare.PreparedData.example_input`).
 * Training costs ``3 x forward`` per sample (forward + backward, the backward pass being about
   twice the forward); a frozen network that only runs forward costs ``1 x forward``.
 * Memory is in MiB (2**20 bytes), reported as ``*_mb``.
@@ -32,11 +37,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from reffakd.models.flops import extra_recurrent_flops
+
 MIB = 2**20
 TRAIN_MULTIPLIER = 3  # forward + backward ~ 3 x forward
 INFERENCE_MULTIPLIER = 1
 
 Shape = Sequence[int]
+# What a network is counted on: a per-sample shape (a zero batch of the model's dtype), or an
+# example batch (e.g. the token ids of :meth:`reffakd.data.prepare.PreparedData.example_input`).
+ModelInput = Shape | torch.Tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,6 +75,7 @@ def forward_flops(
     input_shape: Shape,
     device: str | torch.device | None = None,
     batch_size: int = 1,
+    example_input: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """FLOPs and MACs of one forward pass per sample, counted by torch's ``FlopCounterMode``.
 
@@ -77,20 +88,34 @@ def forward_flops(
     ops and bias additions are not. torch counts a multiply-add as 2 FLOPs, so
     ``macs = flops // 2``. Returns ``{"flops", "macs", "by_op", "input_shape"}`` where ``by_op``
     maps each counted aten op to its FLOPs per sample.
+
+    ``example_input`` (e.g. int64 token ids ``(B, L)`` for a text model, see
+    :func:`reffakd.models.flops.full_length_ids`) replaces the zero batch; then ``input_shape``
+    and ``batch_size`` are read from it. Recurrent layers (LSTM/GRU) are counted by hand, the
+    correction to torch's count being ``by_op["recurrent_correction"]`` (see
+    :mod:`reffakd.models.flops`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     own_device, dtype = _model_device_dtype(model)
-    inputs = torch.zeros(batch_size, *input_shape, device=device or own_device, dtype=dtype)
+    if example_input is None:
+        inputs = torch.zeros(batch_size, *input_shape, device=device or own_device, dtype=dtype)
+    else:
+        inputs = example_input.to(device or own_device)
+        batch_size, input_shape = len(inputs), tuple(inputs.shape[1:])
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(inputs)
+        recurrent = extra_recurrent_flops(model, inputs)  # RNNs by hand; 0 without RNNs
     finally:
         model.train(was_training)
-    by_op = {str(op): n // batch_size for op, n in counter.get_flop_counts()["Global"].items()}
-    flops = counter.get_total_flops() // batch_size
+    counts = counter.get_flop_counts().get("Global", {})  # absent when nothing was counted
+    by_op = {str(op): n // batch_size for op, n in counts.items()}
+    if recurrent:
+        by_op["recurrent_correction"] = recurrent // batch_size
+    flops = (counter.get_total_flops() + recurrent) // batch_size
     return {"flops": flops, "macs": flops // 2, "by_op": by_op, "input_shape": list(input_shape)}
 
 
@@ -280,10 +305,13 @@ def _is_trained(model: nn.Module) -> bool:
 
 
 def network_cost(
-    model: nn.Module, input_shape: Shape, samples_seen: int, trained: bool
+    model: nn.Module, model_input: ModelInput, samples_seen: int, trained: bool
 ) -> dict[str, Any]:
     """Parameters, per-sample forward FLOPs/MACs and the phase FLOPs of one network."""
-    forward = forward_flops(model, input_shape)
+    if isinstance(model_input, torch.Tensor):
+        forward = forward_flops(model, model_input.shape[1:], example_input=model_input)
+    else:
+        forward = forward_flops(model, model_input)
     cost = training_flops if trained else inference_flops
     return {
         "trained": trained,
@@ -300,7 +328,7 @@ def network_cost(
 def phase_cost(
     name: str,
     models: Mapping[str, nn.Module],
-    input_shape: Shape | Mapping[str, Shape],
+    input_shape: ModelInput | Mapping[str, ModelInput],
     samples_seen: int | Mapping[str, int],
     meter_result: Mapping[str, Any] | None = None,
     trained: Collection[str] | None = None,
@@ -309,8 +337,9 @@ def phase_cost(
 
     ``models`` names the networks that ran in the phase, e.g. ``{"student": s, "teacher": t}``
     (for soft-label computation pass only what runs, e.g. the autoencoder's ``encoder``).
-    ``input_shape`` and ``samples_seen`` (samples each network processed, summed over epochs)
-    are shared or given per network. ``trained`` names the networks being trained (3 x forward
+    ``input_shape`` (a per-sample shape or an example batch, see :data:`ModelInput`) and
+    ``samples_seen`` (samples each network processed, summed over epochs) are shared or given
+    per network. ``trained`` names the networks being trained (3 x forward
     per sample); the rest only run forward (1 x). By default a network is trained when any of
     its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`.
 

@@ -30,9 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from reffakd.config import ComputeConfig, OptimConfig
-from reffakd.data.augment import BatchTransform
-from reffakd.data.dataset import DataSplits
-from reffakd.data.loader import BatchLoader
+from reffakd.data.loader import BatchLoader, Splits, Transform
 from reffakd.errors import NonFiniteLossError, UserError, first_line
 from reffakd.files import atomic_torch_save, atomic_write_text
 from reffakd.runtime import capture_rng_state, restore_rng_state
@@ -60,8 +58,8 @@ class Trainer:
     ``run_dir`` (rank 0 only, under DDP)."""
 
     task: Task
-    splits: DataSplits
-    transform: BatchTransform
+    splits: Splits
+    transform: Transform
     optim: OptimConfig
     run_dir: RunDir
     seed: int = 0
@@ -335,7 +333,7 @@ class FiniteCheck:
 def evaluate_task(
     task: nn.Module,
     loader: BatchLoader,
-    transform: BatchTransform,
+    transform: Transform,
     precision: Precision | None = None,
     dist: DistContext | None = None,
 ) -> dict[str, float]:
