@@ -131,6 +131,16 @@ def test_train_limit_is_a_seeded_stratified_subset():
     assert subset.texts == again.texts and limit_train(texts, 500, 3, 2) is texts
 
 
+def test_train_limit_is_recorded_and_leaves_validation_and_test(text_data, module_env):
+    full = prepare_data(DataConfig(name="sst2", data_dir=str(text_data)))
+    limited = prepare_data(DataConfig(name="sst2", data_dir=str(text_data), train_limit=10))
+    assert limited.splits.sizes() == {**full.splits.sizes(), "train": 10}
+    assert limited.splits.val.texts == full.splits.val.texts
+    assert set(limited.splits.train.texts) <= set(full.splits.train.texts)
+    described = limited.describe()
+    assert described["train_limit"] == 10 and described["train_before_limit"] == 36
+
+
 class SumTeacher(nn.Module):
     """Logits that identify the ids a row holds: (sum of ids, number of non-pad ids)."""
 

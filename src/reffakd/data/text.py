@@ -454,7 +454,9 @@ def prepare_text_splits(
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, val = hold_out_texts(raw.train, val_fraction, split_seed, raw.num_classes)
+    extra = dict(raw.extra)
     if train_limit is not None:
+        extra.update(train_limit=train_limit, train_before_limit=len(train))
         train = limit_train(train, train_limit, split_seed, raw.num_classes)
     tokenized = {
         name: [tokenize(t) for t in part.texts]
@@ -478,7 +480,7 @@ def prepare_text_splits(
         vocab=vocab,
         truncated=truncated,
         source=raw.source,
-        extra=dict(raw.extra),
+        extra=extra,
     )
 
 
