@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,10 @@ class HFTokenizer:
 
     def fingerprint(self) -> str:
         """SHA-256 of the tokenizer class, its vocabulary and its special tokens."""
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
         document = {
             "class": type(self.tokenizer).__name__,
             "vocab": sorted(self.tokenizer.get_vocab().items()),

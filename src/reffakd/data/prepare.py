@@ -251,7 +251,9 @@ class PreparedText(PreparedData):
     def inputs_for(self, tokenizer: str | None, run: Path, config: DataConfig) -> PreparedData:
         if tokenizer is None:
             return self
-        return PreparedHFText.encode(self.spec, self.splits, get_tokenizer(tokenizer), config)
+        return PreparedHFText.encode(
+            self.spec, self.splits, get_tokenizer(tokenizer), _recorded_max_len(run, config)
+        )
 
 
 @dataclass
@@ -355,12 +357,16 @@ class PreparedHFText(PreparedText):
         theirs = get_tokenizer(tokenizer)
         if theirs.fingerprint() == self.tokenizer.fingerprint():
             return self
-        has_record = (Path(run) / TOKENIZER_FILE).is_file()
-        recorded = read_tokenizer_record(Path(run)) if has_record else {}
-        max_len = config.max_len or recorded.get("max_len")
-        return PreparedHFText.encode(
-            self.spec, self.splits, theirs, dataclasses.replace(config, max_len=max_len)
-        )
+        return PreparedHFText.encode(self.spec, self.splits, theirs, _recorded_max_len(run, config))
+
+
+def _recorded_max_len(run: Path, config: DataConfig) -> DataConfig:
+    """``config`` with the ``max_len`` an hf run recorded in its ``tokenizer.json`` (its own
+    default, measured on its training texts) when the config leaves it to the default."""
+    path = Path(run) / TOKENIZER_FILE
+    if config.max_len is not None or not path.is_file():
+        return config
+    return dataclasses.replace(config, max_len=read_tokenizer_record(Path(run)).get("max_len"))
 
 
 def _vocab_mismatch(theirs: Vocab, ours: Vocab) -> str | None:
