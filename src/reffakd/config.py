@@ -36,6 +36,8 @@ class DataConfig:
     max_vocab: int | None = None  # text: cap on the vocabulary, the 4 specials included
     max_len: int | None = None  # text: padded length; None: 99th percentile of train, <= 128
     textfile: dict[str, Any] = field(default_factory=dict)  # text: options of dataset textfile
+    # text: train on a seeded, stratified subset of about this many training texts (None: all)
+    train_limit: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -50,6 +52,8 @@ class DataConfig:
             _at_least(self.max_vocab, 5, "data.max_vocab (the 4 special tokens and one word)")
         if self.max_len is not None:
             _at_least(self.max_len, 1, "data.max_len")
+        if self.train_limit is not None:
+            _at_least(self.train_limit, 2, "data.train_limit")
 
 
 @dataclass
@@ -212,6 +216,9 @@ class SoftLabelConfig:
     samples_per_class: int = 40
     boost: float | None = None  # None: the dataset's default
     temperature: float | None = None  # None: the dataset's default (1 for images)
+    # a pretrained text encoder (hf:DIR_OR_ID) whose mean-pooled embeddings replace the trained
+    # autoencoder's (no training); None: train the autoencoder
+    embedder: str | None = None
     seed: int = 0
     device: str = "auto"
     progress: bool = True

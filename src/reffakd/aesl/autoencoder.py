@@ -38,7 +38,7 @@ from reffakd.config import AugmentConfig, SoftLabelConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.loader import Transform
 from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
-from reffakd.models import build_model
+from reffakd.models import build_embedder, build_model, input_tokenizer
 from reffakd.models.cae import DOWNSAMPLE
 from reffakd.runtime import resolve_device, seed_everything
 from reffakd.training.checkpoint import load_checkpoint
@@ -148,6 +148,8 @@ def make_soft_labels(
     finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
     if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
         return SoftLabels.load(out / "soft_labels.pt")
+    if config.embedder:
+        return embedder_soft_labels(config, out, resume=resume, data=data, command=command)
     if config.tensorboard:
         require_tensorboard()
     data = data or prepare_data(config.data)
@@ -245,6 +247,70 @@ def _make_soft_labels_locked(
         summary["command"] = command
     write_summary(run_dir, summary)
     return labels
+
+
+def embedder_soft_labels(
+    config: SoftLabelConfig,
+    out: Path,
+    *,
+    resume: bool = False,
+    data: PreparedData | None = None,
+    command: str | None = None,
+) -> SoftLabels:
+    """AESL from a pretrained encoder (``config.embedder``, ``hf:DIR_OR_ID``) instead of a
+    trained autoencoder: the same k samples per class, class similarity, boost and row softmax,
+    on the encoder's mean-pooled embeddings of its own tokenizer's ids. Nothing is trained; the
+    embedding pass is the one cost phase."""
+    assert config.embedder is not None
+    out = Path(out)
+    run_dir = RunDir(out)
+    finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
+    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
+        return SoftLabels.load(out / "soft_labels.pt")
+    tokenizer = input_tokenizer(config.embedder)
+    if data is None:
+        data = prepare_data(config.data, tokenizer)
+    else:
+        data = data.inputs_for(tokenizer, out, config.data)
+    splits = data.splits
+    require_two_per_class(splits.train.labels, list(splits.class_names))
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    encoder = build_embedder(config.embedder).requires_grad_(False).eval().to(device)
+    transform = data.batch_transform(AugmentConfig(enabled=False))
+    run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
+    try:
+        check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
+        data.save_inputs(run_dir.path)
+        record_command(run_dir.path, command)
+        with PhaseMeter("soft_label_computation", device) as meter:
+            labels = _aesl_from_autoencoder(config, encoder, data, transform, device)
+        phase = phase_cost(
+            "soft_label_computation",
+            {"embedder": encoder},
+            data.example_input(),
+            labels.meta["samples_embedded"],
+            meter.result,
+            trained=[],
+        )
+        labels.meta.update(
+            embedder=config.embedder,
+            soft_label_seconds=meter.result["seconds"],
+            cost={"phases": [phase]},
+        )
+        labels.save(run_dir.path / "soft_labels.pt")
+        save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL (embedder), {data.spec.name}")
+        summary = {
+            "soft_labels": labels.meta,
+            "inputs": data.describe(),
+            "cost": cost_summary([phase], []),
+        }
+        if command:
+            summary["command"] = command
+        write_summary(run_dir, summary)
+        return labels
+    finally:
+        run_dir.unlock()
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ RECORDED_META = (
     "entropy_bits",
     "ae_epochs",
     "ae_weights_sha256",
+    "embedder",
 )
 
 

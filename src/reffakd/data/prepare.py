@@ -35,6 +35,12 @@ from torch import Tensor
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
 from reffakd.data.dataset import DataSplits, check_classes, hold_out_validation
+from reffakd.data.hf_text import (
+    TOKENIZER_FILE,
+    HFTokenizer,
+    get_tokenizer,
+    read_tokenizer_record,
+)
 from reffakd.data.loader import Transform
 from reffakd.data.locate import load_dataset
 from reffakd.data.readers.text import TextFileOptions
@@ -45,8 +51,12 @@ from reffakd.data.text import (
     VOCAB_FILE,
     TextBatchTransform,
     TextDataSplits,
+    TextSplit,
     Vocab,
+    default_max_len,
+    encode_words,
     prepare_text_splits,
+    split_texts,
 )
 from reffakd.data.text_catalog import load_text_dataset
 from reffakd.errors import DataError, UserError
@@ -98,6 +108,20 @@ class PreparedData(ABC):
     def input_text(self) -> str:
         """The model input in words, for messages."""
         return ", ".join(f"{k} {v}" for k, v in self.model_input.items())
+
+    def inputs_for(self, tokenizer: str | None, run: Path, config: DataConfig) -> PreparedData:
+        """These samples as the model of ``run`` (trained with data ``config``) reads them.
+
+        ``tokenizer``: the tokenizer that model brings (None: it reads the dataset's own
+        encoding). Returns ``self`` when it reads these very inputs, else the same samples (same
+        splits, same order, so the same sample indices) in that model's encoding.
+        """
+        if tokenizer is not None:
+            raise UserError(
+                f"a model with its own tokenizer ({tokenizer}) reads text, and {self.spec.name} "
+                f"is {self.modality} data; use a text dataset."
+            )
+        return self
 
 
 @dataclass
@@ -157,7 +181,7 @@ class PreparedText(PreparedData):
 
     modality: ClassVar[str] = "text"
     data_options: ClassVar[frozenset[str]] = frozenset(
-        {"min_freq", "max_vocab", "max_len", "textfile"}
+        {"min_freq", "max_vocab", "max_len", "textfile", "train_limit"}
     )
     augment_options: ClassVar[frozenset[str]] = frozenset({"token_dropout"})
 
@@ -224,6 +248,126 @@ class PreparedText(PreparedData):
     def input_text(self) -> str:
         return f"token ids of length {self.splits.max_len} (vocabulary {len(self.vocab):,})"
 
+    def inputs_for(self, tokenizer: str | None, run: Path, config: DataConfig) -> PreparedData:
+        if tokenizer is None:
+            return self
+        return PreparedHFText.encode(
+            self.spec, self.splits, get_tokenizer(tokenizer), _recorded_max_len(run, config)
+        )
+
+
+@dataclass
+class PreparedHFText(PreparedText):
+    """Text as the ids of a Hugging Face tokenizer (:mod:`reffakd.data.hf_text`), for models
+    that bring their own (``hf:DIR_OR_ID``). ``splits.vocab`` is the :class:`HFTokenizer`."""
+
+    data_options: ClassVar[frozenset[str]] = frozenset({"max_len", "textfile", "train_limit"})
+
+    @property
+    def tokenizer(self) -> HFTokenizer:
+        return self.splits.vocab  # type: ignore[return-value]
+
+    @classmethod
+    def encode(
+        cls, spec: DatasetSpec, splits: TextDataSplits, tokenizer: HFTokenizer, config: DataConfig
+    ) -> PreparedHFText:
+        """The samples of ``splits`` (same order) as ``tokenizer`` ids; ``max_len``: the
+        config's, else the 99th percentile of the training lengths (at most 128)."""
+        parts = split_texts(splits)
+        max_len = config.max_len or spec.max_len
+        if max_len is None:
+            max_len = default_max_len(tokenizer.lengths(parts["train"].texts))
+        encoded, truncated = {}, {}
+        for name, part in parts.items():
+            ids, lengths, truncated[name] = tokenizer.encode(part.texts, max_len)
+            encoded[name] = TextSplit(ids, lengths, part.labels, splits.class_names, part.texts)
+        hf_splits = dataclasses.replace(splits, **encoded, vocab=tokenizer, truncated=truncated)
+        return cls(spec, hf_splits)
+
+    @property
+    def model_input(self) -> dict[str, int]:
+        tokenizer = self.tokenizer
+        max_len = self.splits.max_len
+        return {"vocab_size": len(tokenizer), "max_len": max_len, "pad_id": tokenizer.pad_id}
+
+    def example_input(self, batch_size: int = 1) -> Tensor:
+        """``tokens_per_sample`` real tokens (the tokenizer's unknown token) per row."""
+        return torch.full((batch_size, self.tokens_per_sample), self.tokenizer.unk_id)
+
+    def batch_transform(self, augment: AugmentConfig) -> TextBatchTransform:
+        _refuse_foreign(augment, self.augment_options, AUGMENT_OPTIONS, "augment", self.spec)
+        tokenizer = self.tokenizer
+        dropout = augment.token_dropout if augment.enabled else 0.0
+        return TextBatchTransform(
+            dropout, tokenizer.pad_id, tokenizer.unk_id, tokenizer.special_ids
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            **self.model_input,
+            "tokenizer": self.tokenizer.reference,
+            "tokenizer_fingerprint": self.tokenizer.fingerprint(),
+            "tokens_per_sample": self.tokens_per_sample,
+            "truncated": dict(self.splits.truncated),
+            **self.splits.extra,
+        }
+
+    def save_inputs(self, folder: Path) -> None:
+        """Write ``tokenizer.json``; one already there (a resumed run) must name the same
+        tokenizer."""
+        if (Path(folder) / TOKENIZER_FILE).exists():
+            mismatch = self.input_mismatch(Path(folder), DataConfig())
+            if mismatch:
+                raise UserError(
+                    f"{folder} was made with another tokenizer ({mismatch}); start a new run "
+                    "with a new --out."
+                )
+            return
+        self.tokenizer.save(Path(folder), self.splits.max_len)
+
+    def input_mismatch(self, run: Path, config: DataConfig) -> str | None:
+        if not (Path(run) / TOKENIZER_FILE).is_file():
+            return f"it has no {TOKENIZER_FILE}, so it does not read {self.tokenizer.reference} ids"
+        try:
+            record = read_tokenizer_record(Path(run))
+        except DataError as err:
+            return str(err).rstrip(".")
+        if record.get("fingerprint") != self.tokenizer.fingerprint():
+            return (
+                f"it was trained with another tokenizer ({record.get('tokenizer')}, fingerprint "
+                f"{str(record.get('fingerprint'))[:12]}; this run {self.tokenizer.reference}, "
+                f"{self.tokenizer.fingerprint()[:12]})"
+            )
+        return None
+
+    def input_text(self) -> str:
+        return f"{self.tokenizer.reference} ids of length {self.splits.max_len}"
+
+    def inputs_for(self, tokenizer: str | None, run: Path, config: DataConfig) -> PreparedData:
+        if tokenizer is None:  # a word-level model: its run's vocabulary
+            path = Path(run) / VOCAB_FILE
+            if not path.is_file():
+                raise UserError(
+                    f"{run} has no {VOCAB_FILE}, so its token ids cannot be made for this run's "
+                    "texts; pass a run trained on this dataset."
+                )
+            words = encode_words(self.splits, Vocab.load(path), config.max_len)
+            return PreparedText(self.spec, words)
+        theirs = get_tokenizer(tokenizer)
+        if theirs.fingerprint() == self.tokenizer.fingerprint():
+            return self
+        return PreparedHFText.encode(self.spec, self.splits, theirs, _recorded_max_len(run, config))
+
+
+def _recorded_max_len(run: Path, config: DataConfig) -> DataConfig:
+    """``config`` with the ``max_len`` an hf run recorded in its ``tokenizer.json`` (its own
+    default, measured on its training texts) when the config leaves it to the default."""
+    path = Path(run) / TOKENIZER_FILE
+    if config.max_len is not None or not path.is_file():
+        return config
+    return dataclasses.replace(config, max_len=read_tokenizer_record(Path(run)).get("max_len"))
+
 
 def _vocab_mismatch(theirs: Vocab, ours: Vocab) -> str | None:
     if theirs == ours:
@@ -265,8 +409,23 @@ def prepare_text(spec: DatasetSpec, config: DataConfig) -> PreparedText:
         min_freq=config.min_freq,
         max_size=config.max_vocab,
         max_len=config.max_len or spec.max_len,
+        train_limit=config.train_limit,
     )
     return PreparedText(spec, splits)
+
+
+def prepare_tokenized_text(spec: DatasetSpec, config: DataConfig, tokenizer: str) -> PreparedData:
+    """Text read as in :func:`prepare_text`, then encoded with ``tokenizer``'s ids."""
+    defaults = DataConfig()
+    for key in sorted(PreparedText.data_options - PreparedHFText.data_options):
+        if getattr(config, key) != getattr(defaults, key):
+            raise UserError(
+                f"data.{key} shapes the word-level vocabulary, and the model reads the ids of "
+                f"its own tokenizer ({tokenizer}); drop that setting."
+            )
+    loaded = get_tokenizer(tokenizer)  # before the data: an unloadable tokenizer fails fast
+    words = prepare_text(spec, dataclasses.replace(config, max_len=None))
+    return PreparedHFText.encode(spec, words.splits, loaded, config)
 
 
 PREPARERS: dict[str, Callable[[DatasetSpec, DataConfig], PreparedData]] = {
@@ -278,12 +437,23 @@ DATA_OPTIONS = {name: kind.data_options for name, kind in PREPARED_TYPES.items()
 AUGMENT_OPTIONS = {name: kind.augment_options for name, kind in PREPARED_TYPES.items()}
 
 
-def prepare_data(config: DataConfig) -> PreparedData:
-    """Read the dataset of ``config`` and prepare it for its modality."""
+def prepare_data(config: DataConfig, tokenizer: str | None = None) -> PreparedData:
+    """Read the dataset of ``config`` and prepare it for its modality.
+
+    ``tokenizer``: the tokenizer the model brings (``hf:DIR_OR_ID``, see
+    :func:`reffakd.models.input_tokenizer`); text is then encoded with its ids."""
     spec = get_spec(config.name)
     own = PREPARED_TYPES[spec.modality].data_options
     _refuse_foreign(config, own, DATA_OPTIONS, "data", spec)
-    return PREPARERS[spec.modality](spec, config)
+    prepared = PREPARERS[spec.modality](spec, config) if tokenizer is None else None
+    if prepared is not None:
+        return prepared
+    if spec.modality != "text":
+        raise UserError(
+            f"a model with its own tokenizer ({tokenizer}) reads text, and {spec.name} is "
+            f"{spec.modality} data; use a text dataset."
+        )
+    return prepare_tokenized_text(spec, config, tokenizer)
 
 
 def _refuse_foreign(

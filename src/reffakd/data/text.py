@@ -15,6 +15,7 @@ style, as SST is already tokenized: ``don't`` -> ``do n't``, ``can't`` -> ``ca n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -314,6 +315,40 @@ def hold_out_texts(
     return whole.subset(kept), whole.subset(held)
 
 
+def limit_train(
+    train: LabelledTexts, limit: int, seed: int, num_classes: int
+) -> LabelledTexts:
+    """A seeded, stratified subset of about ``limit`` texts: ``round(n_c * limit / n)`` of every
+    class c, in their original order (all of them when ``limit >= n``)."""
+    if limit >= len(train):
+        return train
+    _, chosen = stratified_split(train.labels, limit / len(train), seed, num_classes)
+    return train.subset(chosen)
+
+
+def split_texts(splits: TextDataSplits) -> dict[str, LabelledTexts]:
+    """The raw strings and labels of train / validation / test, in their split order."""
+    return {
+        name: LabelledTexts(list(part.texts), part.labels)
+        for name, part in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    }
+
+
+def encode_words(splits: TextDataSplits, vocab: Vocab, max_len: int | None) -> TextDataSplits:
+    """The same samples (same order, so the same sample indices) as word ids of ``vocab``;
+    ``max_len`` defaults to :func:`default_max_len` of the training texts."""
+    parts = split_texts(splits)
+    tokenized = {name: [tokenize(t) for t in part.texts] for name, part in parts.items()}
+    if max_len is None:
+        max_len = default_max_len([len(t) for t in tokenized["train"]])
+    encoded, truncated = {}, {}
+    for name, part in parts.items():
+        encoded[name], truncated[name] = _split(
+            part, tokenized[name], vocab, max_len, splits.class_names, False
+        )
+    return dataclasses.replace(splits, **encoded, vocab=vocab, truncated=truncated)
+
+
 @dataclass
 class TextDataSplits:
     """Train / validation / test of a text dataset, with the vocabulary built on train."""
@@ -405,6 +440,7 @@ def prepare_text_splits(
     max_len: int | None = None,
     bos_eos: bool = False,
     vocab: Vocab | None = None,
+    train_limit: int | None = None,
 ) -> TextDataSplits:
     """Hold out validation, build the vocabulary on the rest of train, encode all three splits.
 
@@ -412,10 +448,16 @@ def prepare_text_splits(
     (unless one is given, e.g. a teacher's) sees only the remaining training texts, so words
     found only in validation or test map to ``UNK``. ``max_len`` defaults to
     :func:`default_max_len` of the training token counts (plus 2 with ``bos_eos``).
+    ``train_limit``: train on a seeded, stratified subset of about that many of the remaining
+    training texts (:func:`limit_train`); validation and test are untouched.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, val = hold_out_texts(raw.train, val_fraction, split_seed, raw.num_classes)
+    extra = dict(raw.extra)
+    if train_limit is not None:
+        extra.update(train_limit=train_limit, train_before_limit=len(train))
+        train = limit_train(train, train_limit, split_seed, raw.num_classes)
     tokenized = {
         name: [tokenize(t) for t in part.texts]
         for name, part in (("train", train), ("val", val), ("test", raw.test))
@@ -438,7 +480,7 @@ def prepare_text_splits(
         vocab=vocab,
         truncated=truncated,
         source=raw.source,
-        extra=dict(raw.extra),
+        extra=extra,
     )
 
 
@@ -454,10 +496,15 @@ class TokenDropout:
     gives the same result on any device.
     """
 
-    def __init__(self, p: float = 0.0) -> None:
+    def __init__(
+        self, p: float = 0.0, unk_id: int = UNK, special_ids: Sequence[int] | None = None
+    ) -> None:
         if not 0.0 <= p <= 1.0:
             raise UserError(f"token dropout must be in [0, 1], got {p}")
         self.p = p
+        self.unk_id = unk_id
+        # None: the word-level specials, ids below len(SPECIALS); else the tokenizer's own
+        self.special_ids = None if special_ids is None else torch.tensor(list(special_ids))
 
     @property
     def augments(self) -> bool:
@@ -482,8 +529,13 @@ class TokenDropout:
         draw = torch.rand(shape, generator=generator) < self.p
         if rows is not None:
             draw = draw[rows]
-        drop = draw.to(inputs.device) & (inputs >= len(SPECIALS))
-        return torch.where(drop, torch.full_like(inputs, UNK), inputs)
+        drop = draw.to(inputs.device) & self._droppable(inputs)
+        return torch.where(drop, torch.full_like(inputs, self.unk_id), inputs)
+
+    def _droppable(self, inputs: Tensor) -> Tensor:
+        if self.special_ids is None:
+            return inputs >= len(SPECIALS)
+        return ~torch.isin(inputs, self.special_ids.to(inputs.device))
 
 
 class TextBatchTransform:
@@ -494,8 +546,15 @@ class TextBatchTransform:
     change, up to float rounding), so this only saves the work of running them over padding.
     """
 
-    def __init__(self, dropout: float = 0.0) -> None:
-        self.dropout = TokenDropout(dropout)
+    def __init__(
+        self,
+        dropout: float = 0.0,
+        pad_id: int = PAD,
+        unk_id: int = UNK,
+        special_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.dropout = TokenDropout(dropout, unk_id, special_ids)
+        self.pad_id = pad_id
 
     @property
     def augments(self) -> bool:
@@ -512,5 +571,6 @@ class TextBatchTransform:
     ) -> Tensor:
         # Dropout before trimming: the draws then have the padded width on every process.
         inputs = self.dropout(inputs, train=train, generator=generator, rows=rows, total=total)
-        width = max(int((inputs != PAD).sum(1).max()), 1) if len(inputs) else inputs.shape[1]
+        real = (inputs != self.pad_id).sum(1)
+        width = max(int(real.max()), 1) if len(inputs) else inputs.shape[1]
         return inputs[:, :width]

@@ -19,7 +19,12 @@ from reffakd.errors import UserError
 from reffakd.kd.methods import ResolvedMethod, resolve_method
 from reffakd.kd.objectives import OBJECTIVES, Objective, build_objective
 from reffakd.kd.signal import SOURCES, SourceContext, TeacherSource, build_source
-from reffakd.models import build_model, check_model_name
+from reffakd.models import (
+    build_model,
+    canonical_model_name,
+    check_model_name,
+    input_tokenizer,
+)
 from reffakd.runtime import seed_everything
 from reffakd.training.distributed import DistContext
 from reffakd.training.precision import check_compiler
@@ -82,10 +87,12 @@ def build_run(
     process's place in a torchrun job (default: a single process)."""
     dist = dist or DistContext()
     absolute_paths(config.source)
+    config.student = canonical_model_name(config.student)
     method = validate_names(config, check_dataset=data is None, check_student=student is None)
     device = dist.device_for(config.device)
     check_compute(config, device, dist)
-    data = data or prepare_data(config.data)
+    # the student's tokenization (its own tokenizer, or the data's vocabulary) picks the encoding
+    data = data or prepare_data(config.data, input_tokenizer(config.student))
     transform = data.batch_transform(config.augment)
     check_shards(config, data.splits, dist)
     seed_everything(config.seed)

@@ -263,13 +263,20 @@ def _student_phase(
 ) -> dict[str, Any]:
     """Student training, with the frozen networks the source runs on every batch."""
     networks = {"student": run.student}
+    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
+    samples = {"student": epochs * train_size}
+    inputs = dict.fromkeys(networks, run.data.example_input())
     if run.source is not None:
-        networks.update(run.source.networks_per_batch())
+        frozen = run.source.networks_per_batch()
+        networks.update(frozen)
+        samples.update(run.source.network_samples(epochs, train_size))
+        inputs.update({name: run.data.example_input() for name in frozen})
+        inputs.update(run.source.network_inputs())
     return phase_cost(
         "student_training",
         networks,
-        run.data.example_input(),
-        run.config.optim.epochs * len(run.data.splits.train),
+        inputs,
+        samples,
         {**meter, "seconds": summary["seconds_total"]},
         trained=["student"],
     )

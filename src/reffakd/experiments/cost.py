@@ -10,6 +10,7 @@ mean training length, every position a token, as in training runs).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from reffakd.data.prepare import PreparedText, prepare_data
 from reffakd.data.spec import DatasetSpec, get_spec
 from reffakd.data.text import PAD, UNK
 from reffakd.errors import UserError, first_line
-from reffakd.models import build_model
+from reffakd.models import build_model, input_tokenizer
 from reffakd.training.cost import (
     count_parameters,
     count_trainable_parameters,
@@ -110,6 +111,7 @@ class CostOptions:
     tokens: int | None = None
     val_fraction: float = 0.1
     data_dir: str | None = None
+    tokenizer: str | None = None  # the model's own tokenizer (hf:...), see input_tokenizer
 
 
 def _image_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
@@ -130,6 +132,8 @@ def _text_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
     vocab, length, classes = options.vocab_size, options.tokens, options.num_classes
     samples = train_split_size(spec.name, options.val_fraction)
     where = "given"
+    if options.tokenizer is not None:
+        return _tokenized_cost_input(spec, options)
     if vocab is None or length is None:
         data = prepare_data(
             DataConfig(name=spec.name, data_dir=options.data_dir, val_fraction=options.val_fraction)
@@ -150,6 +154,31 @@ def _text_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
     )
 
 
+def _tokenized_cost_input(spec: DatasetSpec, options: CostOptions) -> CostInput:
+    """Text in the ids of the model's own tokenizer, measured on the data (``--tokens``
+    overrides the length)."""
+    if options.vocab_size is not None:
+        raise UserError(
+            f"--vocab-size does not apply to a model with its own tokenizer ({options.tokenizer})"
+            "; drop it."
+        )
+    config = DataConfig(
+        name=spec.name, data_dir=options.data_dir, val_fraction=options.val_fraction
+    )
+    data = prepare_data(config, options.tokenizer)
+    example = data.example_input()
+    if options.tokens is not None:
+        example = example[:, :1].expand(1, options.tokens).contiguous()
+    length = example.shape[1]
+    return CostInput(
+        {**data.model_input, "max_len": max(length, data.model_input["max_len"])},
+        example,
+        options.num_classes or data.splits.num_classes,
+        len(data.splits.train),
+        f"{length} tokens of {options.tokenizer} (measured on {data.splits.source})",
+    )
+
+
 COST_INPUTS: dict[str, Callable[[DatasetSpec, CostOptions], CostInput]] = {
     "image": _image_cost_input,
     "text": _text_cost_input,
@@ -158,9 +187,14 @@ COST_INPUTS: dict[str, Callable[[DatasetSpec, CostOptions], CostInput]] = {
 MODALITY_OPTIONS = {"image": ("image_size", "in_channels"), "text": ("vocab_size", "tokens")}
 
 
-def cost_input(dataset: str, options: CostOptions | None = None) -> CostInput:
-    """What ``reffakd cost`` counts a model on, for a dataset of any modality."""
+def cost_input(
+    dataset: str, options: CostOptions | None = None, model: str | None = None
+) -> CostInput:
+    """What ``reffakd cost`` counts a model on, for a dataset of any modality (in the ids of
+    ``model``'s own tokenizer when it brings one)."""
     options = options or CostOptions()
+    if model is not None and input_tokenizer(model) is not None:
+        options = dataclasses.replace(options, tokenizer=input_tokenizer(model))
     spec = get_spec(dataset)
     for modality, names in MODALITY_OPTIONS.items():
         for name in names:
@@ -172,6 +206,8 @@ def cost_input(dataset: str, options: CostOptions | None = None) -> CostInput:
                 )
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if options.tokenizer is not None and spec.modality != "text":
+        raise UserError(f"{model} reads text, and {dataset} is {spec.modality} data.")
     return COST_INPUTS[spec.modality](spec, options)
 
 

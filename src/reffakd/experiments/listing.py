@@ -12,7 +12,7 @@ from reffakd.experiments.bench import load_suite, packaged_suites
 from reffakd.kd.methods import PRESETS
 from reffakd.kd.objectives import OBJECTIVES
 from reffakd.kd.signal import SOURCES
-from reffakd.models import MODELS
+from reffakd.models import MODELS, TOKENIZED_MODELS
 from reffakd.training.cost import count_parameters
 
 DEFAULT_CLASSES = 10
@@ -55,7 +55,10 @@ def list_models() -> str:
             parameters = "?"
         rows.append([name, parameters, _options(shape) or "-"])
     note = f"parameters with {DEFAULT_CLASSES} classes at the input shown"
-    return table(["model", "parameters", "input"], rows) + f"\n({note})"
+    forms = "".join(
+        f"\n{prefix}:DIR_OR_ID  {kind.listed}" for prefix, kind in TOKENIZED_MODELS.items()
+    )
+    return table(["model", "parameters", "input"], rows) + f"\n({note})" + forms
 
 
 def default_input(factory: Callable[..., Any]) -> dict[str, Any]:

@@ -705,11 +705,14 @@ def _soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
             *(_epoch_value(summary[which].get(f"{s}_{metric}")) for s in ("train", "val", "test")),
         ]
         for which, epoch_key in (("best", "best_epoch"), ("last", "epochs"))
+        if which in summary
     ]
     results = _table(header, rows) + _note(
         f"Autoencoder reconstruction error; best = the epoch with the lowest validation {label}, "
         "whose weights make the soft labels."
     )
+    if meta.get("embedder"):  # a pretrained encoder, nothing trained
+        results = _note(f"Embeddings of the pretrained encoder {meta['embedder']} (no training).")
     quoted = shlex.quote(str(directory))
     equivalent = f"reffakd soft-labels --config {quoted}/config.yaml --out {quoted}-rerun"
     recorded = {"reffakd_version": meta.get("reffakd_version"), **summary}

@@ -95,6 +95,16 @@ class TeacherSource(nn.Module):
         """The frozen networks run on every training batch (default: none)."""
         return {}
 
+    def network_samples(self, epochs: int, train_size: int) -> dict[str, int]:
+        """How many samples each of :meth:`networks_per_batch` runs on over ``epochs`` epochs
+        (default: every sample of every epoch; a cache keyed by sample runs each once)."""
+        return dict.fromkeys(self.networks_per_batch(), epochs * train_size)
+
+    def network_inputs(self) -> dict[str, Tensor]:
+        """Example inputs (a batch of one) of networks that read other inputs than the student
+        (e.g. their own tokenizer's ids), for cost counting; default: none."""
+        return {}
+
     def freeze(self) -> TeacherSource:
         self.requires_grad_(False)
         return self.train(False)

@@ -8,18 +8,21 @@ on the same augmented batch as the student.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from reffakd.config import TrainConfig
+from reffakd.config import AugmentConfig, TrainConfig
+from reffakd.data.prepare import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.errors import UserError, first_line
 from reffakd.kd.losses import probs_to_logits
 from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
-from reffakd.models import build_model
+from reffakd.models import build_model, input_tokenizer
 from reffakd.training.runs import (
     TrainedRun,
     check_training_run,
@@ -92,12 +95,21 @@ class NetworkSource(TeacherSource):
     """
 
     def __init__(
-        self, teacher: nn.Module, num_classes: int, info: dict[str, Any], cache: bool = False
+        self,
+        teacher: nn.Module,
+        num_classes: int,
+        info: dict[str, Any],
+        cache: bool = False,
+        own_inputs: TeacherInputs | None = None,
     ) -> None:
         super().__init__()
         self.teacher = teacher
-        self.cache_enabled = cache
+        self.cache_enabled = cache or own_inputs is not None
         self.info = info
+        self.own_transform = own_inputs.transform if own_inputs is not None else None
+        self.own_example = own_inputs.example if own_inputs is not None else None
+        own = own_inputs.train if own_inputs is not None else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("own_inputs", own, persistent=False)
         self.register_buffer("cache", torch.zeros(0, num_classes), persistent=False)
         self.register_buffer("filled", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.freeze()
@@ -108,6 +120,13 @@ class NetworkSource(TeacherSource):
     def networks_per_batch(self) -> dict[str, nn.Module]:
         return {"teacher": self.teacher}
 
+    def network_samples(self, epochs: int, train_size: int) -> dict[str, int]:
+        """Cached: each training sample once; else every sample of every epoch."""
+        return {"teacher": train_size if self.cache_enabled else epochs * train_size}
+
+    def network_inputs(self) -> dict[str, Tensor]:
+        return {} if self.own_example is None else {"teacher": self.own_example}
+
     @torch.no_grad()
     def teacher_logits(self, inputs: Tensor) -> Tensor:
         return self.teacher(inputs)
@@ -117,13 +136,21 @@ class NetworkSource(TeacherSource):
             return TeacherSignal(self._cached(inputs, indices), class_level=False)
         return TeacherSignal(self.teacher_logits(inputs), class_level=False)
 
+    def _teacher_inputs(self, inputs: Tensor, indices: Tensor, rows: Tensor) -> Tensor:
+        """The ``rows`` of the batch as the teacher reads them: the student's inputs, or the
+        teacher's own encoding of those samples, gathered by sample index."""
+        if self.own_transform is None:
+            return inputs[rows]
+        return self.own_transform(self.own_inputs[indices[rows]])
+
     def _cached(self, inputs: Tensor, indices: Tensor) -> Tensor:
         """Rows of the cache for ``indices``, running the teacher on the samples not seen yet."""
         self._reserve(int(indices.max()) + 1)
         missing = ~self.filled[indices]
         if missing.any():
             new = indices[missing]
-            self.cache[new] = self.teacher_logits(inputs[missing]).to(self.cache.dtype)
+            seen = self._teacher_inputs(inputs, indices, missing)
+            self.cache[new] = self.teacher_logits(seen).to(self.cache.dtype)
             self.filled[new] = True
         return self.cache[indices]
 
@@ -137,6 +164,16 @@ class NetworkSource(TeacherSource):
         filled = self.filled.new_zeros(size)
         cache[:held], filled[:held] = self.cache, self.filled
         self.cache, self.filled = cache, filled
+
+
+@dataclass(frozen=True)
+class TeacherInputs:
+    """A teacher's own encoding of the student's training samples (row i: sample i), the
+    transform its batches go through, and an example batch of one for cost counting."""
+
+    train: Tensor
+    transform: Callable[[Tensor], Tensor]
+    example: Tensor
 
 
 def teacher_phases(run: str | None) -> list[dict[str, Any]]:
@@ -187,18 +224,37 @@ def _network_source(
     check_training_run(run_folder(run))  # before its checkpoint: say if it is another kind
     trained = open_trained_run(run, checkpoint, "teacher")
     config = load_run_config(trained.path)
-    _check_compatible(run, config, context)
+    data = _check_compatible(run, config, context)
     if same_architecture:
         _check_same_architecture(run, config.student, context.student)
-    teacher = _build_teacher(run, config.student, trained, context)
+    own = _own_inputs(run, data, context) if data is not context.data else None
+    teacher = _build_teacher(run, config.student, trained, context, data)
     info = _teacher_info(run, trained, config)
     info["parameters"] = sum(p.numel() for p in teacher.parameters())
+    info["own_inputs"] = own is not None
     print(_teacher_line(info))
-    return NetworkSource(teacher, context.num_classes, info, cache).to(context.device)
+    return NetworkSource(teacher, context.num_classes, info, cache, own).to(context.device)
 
 
-def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> None:
-    """The teacher's classes, modality, inputs, dataset and split must be the student's."""
+def _own_inputs(run: str, data: PreparedData, context: SourceContext) -> TeacherInputs:
+    """The teacher reads its own encoding of each sample: its outputs are computed once per
+    sample and cached by sample index, which needs training inputs that never change."""
+    if context.augmented:
+        raise UserError(
+            f"teacher run {run} reads its own encoding of the texts ({data.input_text()}), so "
+            "it cannot see this run's augmented inputs; set --set augment.token_dropout=0 or "
+            "--set augment.enabled=false."
+        )
+    transform = data.batch_transform(AugmentConfig(enabled=False))
+    return TeacherInputs(data.splits.train.inputs, transform, data.example_input())
+
+
+def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> PreparedData:
+    """The teacher's classes, modality, inputs, dataset and split must be the student's.
+
+    Returns the student's samples as the teacher reads them: the student's own data when the
+    teacher reads the same inputs, else the same samples in the teacher's encoding (a model
+    with its own tokenizer, or a word-level model taught to one)."""
     spec = get_spec(config.data.name)
     data = config.data
     fix = f"pass --teacher a run trained on {context.dataset} with this run's data settings."
@@ -213,7 +269,8 @@ def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> 
             f"teacher run {run} was trained on {spec.modality} data ({data.name}), this run "
             f"uses {ours} data ({context.dataset}); {fix}"
         )
-    mismatch = context.data.input_mismatch(Path(run), data)
+    theirs = context.data.inputs_for(input_tokenizer(config.student), Path(run), data)
+    mismatch = theirs.input_mismatch(Path(run), data)
     if mismatch:
         raise UserError(
             f"teacher run {run} ({data.name}) cannot read this run's inputs ({context.dataset}): "
@@ -231,6 +288,7 @@ def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> 
             f"teacher run {run} held out another validation split ({theirs_split}, this run "
             f"{ours_split}), so it trained on this run's validation samples; {fix}"
         )
+    return theirs
 
 
 def _check_same_architecture(run: str, teacher: str, student: str) -> None:
@@ -245,10 +303,11 @@ def _check_same_architecture(run: str, teacher: str, student: str) -> None:
 _RETRAIN = "pass --teacher a run trained on this run's dataset."
 
 
-def _build_teacher(run: str, name: str, trained: TrainedRun, context: SourceContext) -> nn.Module:
-    """The teacher network, built for the student's inputs, with the checkpoint's weights,
-    checked on a probe batch."""
-    data = context.data
+def _build_teacher(
+    run: str, name: str, trained: TrainedRun, context: SourceContext, data: PreparedData
+) -> nn.Module:
+    """The teacher network, built for the inputs it reads (``data``), with the checkpoint's
+    weights, checked on a probe batch."""
     model = build_model(name, context.num_classes, **data.model_input)
     expected = f"a {name} with {context.num_classes} classes reading {data.input_text()}"
     load_weights(model, trained, expected, _RETRAIN)

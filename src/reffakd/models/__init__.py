@@ -9,17 +9,21 @@ Image factories take ``in_channels`` and ``image_size``; text factories take ``v
 
 A model name is one of: a registered name (``reffakd list models``; installed packages add
 names through the ``reffakd.models`` entry-point group), an adapter ``timm:NAME`` or
-``torchvision:NAME``, or an import path ``package.module:factory`` to the user's own code.
+``torchvision:NAME``, a model with its own tokenizer ``hf:DIR_OR_ID`` (:data:`TOKENIZED_MODELS`),
+or an import path ``package.module:factory`` to the user's own code.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import nn
 
 from reffakd.errors import UserError
+from reffakd.hub import canonical_reference
+from reffakd.models import hf
 from reffakd.models.adapters import PREFIXES as ADAPTER_PREFIXES
 from reffakd.models.adapters import build_adapter
 from reffakd.models.imported import build_imported, resolve_factory
@@ -81,6 +85,11 @@ def build_model(
     shape = {"in_channels": in_channels, "image_size": image_size, **input_shape}
     shape = {k: v for k, v in shape.items() if v is not None}
     image_only = set(shape) <= set(IMAGE_DEFAULTS)
+    prefix = name.partition(":")[0]
+    if ":" in name and prefix in TOKENIZED_MODELS:
+        if set(shape) & set(IMAGE_DEFAULTS):
+            raise UserError(f"model {name!r} reads text (its tokenizer's ids); use text data")
+        return TOKENIZED_MODELS[prefix].build(name, num_classes, **shape)
     if ":" in name:
         if name.partition(":")[0] in ADAPTER_PREFIXES:
             if not image_only:
@@ -100,8 +109,12 @@ def build_model(
 def check_model_name(name: str) -> None:
     """Fail fast on a model name that cannot be built: unknown, or an import path whose module
     or attribute is missing (adapters are checked when built, as they import big packages)."""
+    prefix = name.partition(":")[0]
+    if ":" in name and prefix in TOKENIZED_MODELS:
+        TOKENIZED_MODELS[prefix].check(name)
+        return
     if ":" in name:
-        if name.partition(":")[0] not in ADAPTER_PREFIXES:
+        if prefix not in ADAPTER_PREFIXES:
             resolve_factory(name)
         return
     _refuse_user_module(name)
@@ -135,8 +148,66 @@ def list_models() -> list[str]:
     return MODELS.names()
 
 
+@dataclass(frozen=True)
+class TokenizedModels:
+    """Models named ``PREFIX:WHERE`` that bring their own tokenizer: ``build`` (the factory),
+    ``check`` (fail fast on the name), ``tokenizer`` (the reference of the tokenizer whose ids
+    the model reads, for :func:`reffakd.data.prepare.prepare_data`), ``canonical`` (the name as
+    a run records it) and ``embedder`` (the encoder alone: ids -> embeddings)."""
+
+    build: Callable[..., nn.Module]
+    check: Callable[[str], None]
+    tokenizer: Callable[[str], str]
+    canonical: Callable[[str], str]
+    embedder: Callable[[str], nn.Module]
+    listed: str  # how `reffakd list models` shows the form
+
+
+TOKENIZED_MODELS: dict[str, TokenizedModels] = {
+    "hf": TokenizedModels(
+        hf.build_hf_classifier,
+        hf.check_hf_name,
+        hf.tokenizer_of,
+        canonical_reference,
+        hf.load_encoder,
+        "a Hugging Face encoder (folder or hub id) and a linear head, on its own tokenizer's "
+        "ids (needs transformers)",
+    )
+}
+
+
+def _tokenized(name: str) -> TokenizedModels | None:
+    return TOKENIZED_MODELS.get(name.partition(":")[0]) if ":" in name else None
+
+
+def input_tokenizer(name: str) -> str | None:
+    """The tokenizer whose ids model ``name`` reads, or None when it reads the data's own
+    encoding (images, the run's word-level vocabulary)."""
+    kind = _tokenized(name)
+    return kind.tokenizer(name) if kind is not None else None
+
+
+def canonical_model_name(name: str) -> str:
+    """The name a run records (``hf:`` folders made absolute); other names unchanged."""
+    kind = _tokenized(name)
+    return kind.canonical(name) if kind is not None else name
+
+
+def build_embedder(name: str) -> nn.Module:
+    """The encoder of a model with its own tokenizer: ids ``(B, L)`` -> embeddings ``(B, d)``."""
+    kind = _tokenized(name)
+    if kind is None:
+        forms = ", ".join(f"{p}:DIR_OR_ID" for p in TOKENIZED_MODELS)
+        raise UserError(f"embedder {name!r} is not a pretrained encoder; use {forms}.")
+    kind.check(name)
+    return kind.embedder(name)
+
+
 def is_text_model(name: str) -> bool:
-    """Whether a registered model reads token ids (its factory takes ``vocab_size``)."""
+    """Whether a model reads token ids (its factory takes ``vocab_size``, or it brings its own
+    tokenizer)."""
+    if _tokenized(name) is not None:
+        return True
     if ":" in name:
         return False
     return "vocab_size" in inspect.signature(MODELS.get(name)).parameters
