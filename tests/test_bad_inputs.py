@@ -780,7 +780,83 @@ OUT_AND_RESUME_CASES = [
 ]
 
 # Text datasets join here when they land: bad encodings, a missing label column, empty lines.
-TEXT_CASES: list[Case] = []
+WORDS = {"pos": "good great fine lovely", "neg": "bad awful poor dull"}
+
+
+def write_textfile(path: Path, broken: str | None = None) -> Path:
+    """A TSV with a header (``text<TAB>label``), 16 texts per class; ``broken`` (a raw line)
+    replaces the fifth row."""
+    rows = [f"{WORDS[label]} number {i}\t{label}" for i in range(16) for label in ("pos", "neg")]
+    if broken is not None:
+        rows[4] = broken
+    return _write(path, "text\tlabel\n" + "\n".join(rows) + "\n")
+
+
+def text_train(i: Inputs, *extra: str, data: Path | None = None) -> list[str]:
+    """A one-epoch textcnn run on a tiny TSV of the user's own (``textfile``)."""
+    data = data or write_textfile(i.files / "good.tsv")
+    return [
+        "train",
+        "--dataset",
+        "textfile",
+        "--data-dir",
+        str(data),
+        "--student",
+        "textcnn",
+        "--out",
+        str(i.out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        *SPEED,
+        *extra,
+    ]
+
+
+TEXT_CASES = [
+    Case(
+        "text-not-utf8",
+        lambda i: text_train(
+            i,
+            data=_write(i.files / "latin1.tsv", "text\tlabel\ncaf\xe9 ok\tpos\n".encode("latin-1")),
+        ),
+        lambda i: text_train(i),
+        "latin1.tsv",
+    ),
+    Case(
+        "text-missing-label-column",
+        lambda i: text_train(i, "--set", "data.textfile.label_column=stars"),
+        lambda i: text_train(i),
+        "'stars'",
+    ),
+    Case(
+        "text-empty-text",
+        lambda i: text_train(i, data=write_textfile(i.files / "empty.tsv", broken="   \tpos")),
+        lambda i: text_train(i),
+        "empty text",
+    ),
+    Case(
+        "text-too-many-columns",
+        lambda i: text_train(i, data=write_textfile(i.files / "wide.tsv", broken="a\tb\tpos")),
+        lambda i: text_train(i),
+        "wide.tsv",
+    ),
+    Case(
+        "text-one-class",
+        lambda i: text_train(
+            i, data=_write(i.files / "one.tsv", "text\tlabel\n" + "good words\tpos\n" * 20)
+        ),
+        lambda i: text_train(i),
+        "1 class",
+    ),
+    Case(
+        "text-model-on-images",
+        lambda i: i.train("--student", "textcnn"),
+        lambda i: i.train(),
+        "textcnn",
+    ),
+]
 
 CASES = (
     NAME_CASES
