@@ -103,15 +103,9 @@ class RawDataset:
         return {"classes": self.num_classes, "channels": channels, "pixels per side": side}
 
 
-@dataclass
-class DataSplits:
-    """Train / validation / test. Validation is held out from train; test is only reported."""
-
-    name: str
-    train: ImageSplit
-    val: ImageSplit
-    test: ImageSplit
-    source: str = ""
+class SplitTrio:
+    """What every modality's train / val / test holder (a dataclass with ``train``, ``val``
+    and ``test``) derives from its splits."""
 
     @property
     def class_names(self) -> list[str]:
@@ -123,6 +117,17 @@ class DataSplits:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+@dataclass
+class DataSplits(SplitTrio):
+    """Train / validation / test. Validation is held out from train; test is only reported."""
+
+    name: str
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+    source: str = ""
 
     @property
     def in_channels(self) -> int:

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from reffakd.data.dataset import stratified_split
+from reffakd.data.dataset import SplitTrio, stratified_split
 from reffakd.errors import DataError, UserError
 from reffakd.files import atomic_write_text
 
@@ -350,7 +350,7 @@ def encode_words(splits: TextDataSplits, vocab: Vocab, max_len: int | None) -> T
 
 
 @dataclass
-class TextDataSplits:
+class TextDataSplits(SplitTrio):
     """Train / validation / test of a text dataset, with the vocabulary built on train."""
 
     name: str
@@ -363,19 +363,8 @@ class TextDataSplits:
     extra: dict = field(default_factory=dict)
 
     @property
-    def class_names(self) -> list[str]:
-        return self.train.class_names
-
-    @property
-    def num_classes(self) -> int:
-        return self.train.num_classes
-
-    @property
     def max_len(self) -> int:
         return self.train.max_len
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
 # ---------------------------------------------------------------------------------------------
