@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -149,7 +150,7 @@ def make_soft_labels(
     if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
         return SoftLabels.load(out / "soft_labels.pt")
     if config.embedder:
-        return embedder_soft_labels(config, out, resume=resume, data=data, command=command)
+        return _embedder_soft_labels(config, out, resume=resume, data=data, command=command)
     if config.tensorboard:
         require_tensorboard()
     data = data or prepare_data(config.data)
@@ -233,12 +234,26 @@ def _make_soft_labels_locked(
         soft_label_seconds=label_meter.result["seconds"],
         cost={"phases": phases},
     )
-    labels.save(run_dir.path / "soft_labels.pt")
-    save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL, {data.spec.name}")
     curves = [f"{split}_{metric}" for split in ("train", "val", "test")]
     plot_curves(result.history, run_dir.path / "curves.png", curves)
+    _write_labels(run_dir, labels, data, "AESL", phases, result.summary, command)
+    return labels
+
+
+def _write_labels(
+    run_dir: RunDir,
+    labels: SoftLabels,
+    data: PreparedData,
+    title: str,
+    phases: list[dict[str, Any]],
+    training: dict[str, Any],
+    command: str | None,
+) -> None:
+    """The run's soft-label file, heatmap and summary (``training``: the trainer's summary)."""
+    labels.save(run_dir.path / "soft_labels.pt")
+    save_heatmap(labels, run_dir.path / "soft_labels.png", f"{title}, {data.spec.name}")
     summary = {
-        **result.summary,
+        **training,
         "soft_labels": labels.meta,
         "inputs": data.describe(),
         "cost": cost_summary(phases, []),
@@ -246,10 +261,9 @@ def _make_soft_labels_locked(
     if command:
         summary["command"] = command
     write_summary(run_dir, summary)
-    return labels
 
 
-def embedder_soft_labels(
+def _embedder_soft_labels(
     config: SoftLabelConfig,
     out: Path,
     *,
@@ -262,11 +276,7 @@ def embedder_soft_labels(
     on the encoder's mean-pooled embeddings of its own tokenizer's ids. Nothing is trained; the
     embedding pass is the one cost phase."""
     assert config.embedder is not None
-    out = Path(out)
-    run_dir = RunDir(out)
-    finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
-    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
-        return SoftLabels.load(out / "soft_labels.pt")
+    run_dir = RunDir(Path(out))
     tokenizer = input_tokenizer(config.embedder)
     if data is None:
         data = prepare_data(config.data, tokenizer)
@@ -298,16 +308,7 @@ def embedder_soft_labels(
             soft_label_seconds=meter.result["seconds"],
             cost={"phases": [phase]},
         )
-        labels.save(run_dir.path / "soft_labels.pt")
-        save_heatmap(labels, run_dir.path / "soft_labels.png", f"AESL (embedder), {data.spec.name}")
-        summary = {
-            "soft_labels": labels.meta,
-            "inputs": data.describe(),
-            "cost": cost_summary([phase], []),
-        }
-        if command:
-            summary["command"] = command
-        write_summary(run_dir, summary)
+        _write_labels(run_dir, labels, data, "AESL (embedder)", [phase], {}, command)
         return labels
     finally:
         run_dir.unlock()
