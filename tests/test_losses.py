@@ -391,6 +391,31 @@ def test_dist_gradient_only_to_student() -> None:
     assert t.grad is None
 
 
+def test_dist_two_classes_has_no_inter_gradient_spike_at_a_tie() -> None:
+    # Two nearly uniform soft-label rows (SST-2's AESL table) and one student at a near tie:
+    # the 2-class inter correlation is sign(d) sign(e), whose eps-smoothed gradient spikes there.
+    g = torch.Generator().manual_seed(14)
+    t = torch.log(torch.tensor([[0.504, 0.496], [0.496, 0.504]])).repeat(16, 1)
+    z = torch.zeros(32, 2)
+    z[:, 0] = torch.randn(32, generator=g) * 0.1
+    z[0, 0] = 1e-6
+    z.requires_grad_(True)
+    inter, intra = dist(z, t)
+    ys, yt = F.softmax(z.detach(), dim=1).tolist(), F.softmax(t, dim=1).tolist()
+    ref_inter = 1.0 - sum(py_pearson(a, b) for a, b in zip(ys, yt, strict=True)) / len(ys)
+    assert inter.item() == pytest.approx(ref_inter, rel=1e-5, abs=1e-6)  # value unchanged
+    assert not inter.requires_grad
+    intra.backward()
+    assert z.grad is not None and 0 < z.grad.abs().max() < 10
+
+
+def test_dist_three_classes_keeps_the_inter_gradient() -> None:
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(15), requires_grad=True)
+    inter, _ = dist(z, torch.randn(4, 3, generator=torch.Generator().manual_seed(16)))
+    inter.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
 # --------------------------------------------------------------------------------------------
 # standardize_logits, warmup_factor, probs_to_logits
 # --------------------------------------------------------------------------------------------

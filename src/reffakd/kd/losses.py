@@ -268,12 +268,18 @@ def dist(
     A row or column with zero variance (uniform prediction, or ``B = 1`` for ``intra``) has
     correlation 0, i.e. contributes 1 to the loss, with zero gradient, as in the reference code.
     The teacher is detached.
+
+    With two classes, ``inter`` carries no gradient: two mean-centred 2-vectors are ``(d, -d)``
+    and ``(e, -e)``, so their correlation is ``sign(d) sign(e)``, a step whose gradient is zero
+    except at a tie, where the ``1e-8`` turns it into a spike of about ``|e| / 1e-8`` that
+    blows SGD up (a student near its decision boundary). The value is still reported.
     """
     _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits)
     _check_temperature("temperature", temperature)
     y_s = F.softmax(student_logits / temperature, dim=1)
     y_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
     scale = temperature**2
-    inter = scale * (1.0 - _pearson_rows(y_s, y_t).mean())
+    y_s_rows = y_s if y_s.shape[1] > 2 else y_s.detach()
+    inter = scale * (1.0 - _pearson_rows(y_s_rows, y_t).mean())
     intra = scale * (1.0 - _pearson_rows(y_s.t(), y_t.t()).mean())
     return beta * inter, gamma * intra
