@@ -151,3 +151,26 @@ def test_lwkd_runs_of_one_seed_share_one_light_teacher(tiny_data, tmp_path):
     assert config["source"]["run"] == str(trained)
     rows = {row["method"]: row for row in results["rows"]}
     assert rows["lwkd-noadv"]["signal_flops"] == rows["lwkd"]["signal_flops"] > 0
+
+
+def test_a_diverging_method_run_is_recorded_and_the_bench_goes_on(tiny_data, tmp_path, capsys):
+    path = tiny_suite(tmp_path, ["ce", "ls"], [0])
+    suite = yaml.safe_load(path.read_text())
+    suite["method_options"] = {"ls": {"optim": {"lr": 1e30}}}  # blows up within an epoch
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "bench"
+    results = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    rows = {row["method"]: row for row in results["rows"]}
+    assert rows["ce"]["seeds"] == [0] and rows["ce"]["diverged"] == []
+    assert rows["ls"]["seeds"] == [] and rows["ls"]["diverged"][0]["seed"] == 0
+    assert "non-finite loss" in rows["ls"]["diverged"][0]["error"]
+    run = out / "runs" / "fashion-mnist" / "ls" / "s0"
+    assert (run / "diverged.json").exists() and not (run / "summary.json").exists()
+    markdown = (out / "results.md").read_text()
+    assert "| fashion-mnist | ls | 0 | – |" in markdown
+    assert "Diverged (non-finite loss" in markdown and "- fashion-mnist ls seed 0: " in markdown
+    assert "diverged: " in capsys.readouterr().out
+
+    again = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
+    assert "skip (diverged; delete the folder to try again)" in capsys.readouterr().out
+    assert again["rows"][1]["diverged"] == rows["ls"]["diverged"]

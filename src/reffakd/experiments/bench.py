@@ -7,6 +7,9 @@ autoencoder), the trained teacher, the self-teacher (the ``ce`` run of the stude
 the LW-KD light teacher (trained by the first ``lwkd`` run, reused by the others that ask for
 the same one).
 Finished runs are skipped and interrupted ones resumed, so rerunning the same command continues.
+A method run whose loss turns non-finite is a result, not a crash: the bench records it in the
+run's ``diverged.json``, lists it under the table, and goes on with the next run (rerunning skips
+it; delete its folder to try again). A shared artefact (the teacher) that diverges stops the bench.
 
 Outputs in the bench directory: ``results.md``, ``results.csv``, ``results.json`` and PNG plots
 (accuracy against teacher-signal cost, the AESL heatmap, validation curves).
@@ -38,7 +41,7 @@ from reffakd.config import (
     to_dict,
 )
 from reffakd.distill.train import train_student
-from reffakd.errors import UserError
+from reffakd.errors import NonFiniteLossError, UserError, first_line
 from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_method_curves
 from reffakd.files import atomic_write_text, write_json
 from reffakd.kd.methods import PRESETS, resolve_method
@@ -168,10 +171,25 @@ def run_suite(
                 _attach_artefacts(config, paths, dataset, seed)
                 run = paths.run(dataset, method, seed)
                 _share_light_teacher(config, light_teachers, run)
-                _train_once(config, run)
+                _train_method_run(config, run)
     results = collect_results(suite, paths)
     write_results(results, paths.root, suite)
     return results
+
+
+DIVERGED = "diverged.json"
+
+
+def _train_method_run(config: TrainConfig, out: Path) -> None:
+    """Train one method run; a non-finite loss is recorded in ``diverged.json``, not raised."""
+    if (out / DIVERGED).exists():
+        print(f"skip (diverged; delete the folder to try again): {out}")
+        return
+    try:
+        _train_once(config, out)
+    except NonFiniteLossError as error:
+        write_json(out / DIVERGED, {"method": config.method, "error": first_line(error)})
+        print(f"diverged: {out}: {first_line(error)}")
 
 
 def _train_once(config: TrainConfig, out: Path) -> None:
@@ -249,13 +267,16 @@ def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
     rows = []
     for dataset in suite.datasets:
         for method in suite.methods:
-            runs = []
+            runs, diverged = [], []
             for seed in suite.seeds:
-                summary_path = paths.run(dataset, method, seed) / "summary.json"
-                if summary_path.exists():
-                    summary = json.loads(summary_path.read_text())
+                run = paths.run(dataset, method, seed)
+                if (run / "summary.json").exists():
+                    summary = json.loads((run / "summary.json").read_text())
                     runs.append((seed, summary, signal_cost(summary)))
-            rows.append(_row(dataset, method, runs))
+                elif (run / DIVERGED).exists():
+                    error = json.loads((run / DIVERGED).read_text())["error"]
+                    diverged.append({"seed": seed, "error": error})
+            rows.append({**_row(dataset, method, runs), "diverged": diverged})
     _add_ratios(rows)
     return {"suite": suite.name, "rows": rows}
 
@@ -318,6 +339,13 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
             f"{format_ratio(row['signal_seconds_vs_kd'])} | "
             f"{format_ratio(row['signal_peak_mb_vs_kd'])} |"
         )
+    failed = [
+        f"- {row['dataset']} {row['method']} seed {failure['seed']}: {failure['error']}"
+        for row in results["rows"]
+        for failure in row.get("diverged", [])
+    ]
+    if failed:
+        lines += ["", "Diverged (non-finite loss; not in the means above):", "", *failed]
     return "\n".join(lines) + "\n"
 
 
