@@ -15,6 +15,7 @@ from reffakd.experiments.bench import (
     packaged_suites,
     run_suite,
 )
+from reffakd.experiments.report import write_report
 
 
 def test_mean_and_sample_std():
@@ -174,3 +175,5 @@ def test_a_diverging_method_run_is_recorded_and_the_bench_goes_on(tiny_data, tmp
     again = run_suite(load_suite(str(path)), out, data_dir=str(tiny_data))
     assert "skip (diverged; delete the folder to try again)" in capsys.readouterr().out
     assert again["rows"][1]["diverged"] == rows["ls"]["diverged"]
+    page = write_report(out).read_text()
+    assert "Diverged (non-finite loss; not in the means): fashion-mnist ls seed 0: " in page

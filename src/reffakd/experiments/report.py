@@ -689,6 +689,7 @@ def _with_options(name: Any, options: Any) -> str | None:
 # The autoencoders' reconstruction losses (aesl.autoencoder.AUTOENCODERS), as table headers.
 RECONSTRUCTION_LABELS = {"mse": "MSE", "token_ce": "token CE"}
 
+
 def _soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
     summary = _read_json(directory / "summary.json")
     labels = SoftLabels.load(directory / "soft_labels.pt")
@@ -828,9 +829,19 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     highlight = ["hl" if r["method"].split("+")[0] == "reffakd" else "" for r in rows]
     description = str(suite.get("description") or "").strip()
     intro = f"<p>{_esc(description)}</p>" if description else ""
+    diverged = [
+        f"{r['dataset']} {r['method']} seed {failure['seed']}: {failure['error']}"
+        for r in rows
+        for failure in r.get("diverged", [])
+    ]
     return (
         intro
         + _table(header, table_rows, highlight)
+        + (
+            _note("Diverged (non-finite loss; not in the means): " + "; ".join(diverged))
+            if diverged
+            else ""
+        )
         + _note(
             "Top-1 accuracy (%), mean ± sample std over seeds; best = the epoch with the best "
             "validation accuracy, last = the final epoch. Teacher-signal cost is what it takes to "
