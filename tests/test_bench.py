@@ -86,6 +86,7 @@ def test_tiny_suite_runs_shares_artefacts_and_resumes(tiny_data, tmp_path, capsy
     assert self_config["source"]["run"].endswith("runs/fashion-mnist/ce/s0")
     markdown = (out / "results.md").read_text()
     assert "| fashion-mnist | reffakd | 2 |" in markdown and "±" in markdown
+    assert "Seeds in this table: 0, 1." in markdown
     capsys.readouterr()
 
     (out / "runs" / "fashion-mnist" / "ls" / "s1" / "summary.json").unlink()

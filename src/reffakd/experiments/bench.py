@@ -317,6 +317,8 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
         "",
         suite.description.strip(),
         "",
+        f"Seeds in this table: {', '.join(map(str, suite.seeds))}.",
+        "",
         "Top-1 accuracy (%), mean ± sample std over seeds; *best* is the epoch with the best "
         "validation accuracy, *last* the final epoch. The validation split is held out from "
         "train; the test split is never used for a choice. Teacher-signal cost is what it takes "
