@@ -9,6 +9,7 @@ import yaml
 from reffakd.cli import main
 from reffakd.errors import UserError
 from reffakd.experiments.bench import (
+    _add_ratios,
     format_mean_std,
     load_suite,
     mean_std,
@@ -178,3 +179,16 @@ def test_a_diverging_method_run_is_recorded_and_the_bench_goes_on(tiny_data, tmp
     assert again["rows"][1]["diverged"] == rows["ls"]["diverged"]
     page = write_report(out).read_text()
     assert "Diverged (non-finite loss; not in the means): fashion-mnist ls seed 0: " in page
+
+
+def test_cost_ratios_fall_back_to_another_teacher_method_when_kd_has_no_run():
+    def row(method, flops, seeds):
+        return {"dataset": "d", "method": method, "seeds": seeds, "signal_flops": flops,
+                "signal_seconds": flops, "signal_peak_mb": flops}  # fmt: skip
+
+    rows = [row("ce", 0, [0]), row("kd", 0, []), row("reffakd", 5, [0]), row("kd+dkd", 50, [0])]
+    _add_ratios(rows)
+    assert [r["signal_flops_vs_kd"] for r in rows] == [0, 0, 0.1, 1.0]
+    rows[1].update(seeds=[0], signal_flops=25)  # kd finished: it is the reference again
+    _add_ratios(rows)
+    assert rows[2]["signal_flops_vs_kd"] == 0.2 and rows[3]["signal_flops_vs_kd"] == 2.0
