@@ -307,16 +307,15 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
     forward per batch), so when no ``kd`` run finished (it diverged, or the suite lacks it) the
     first teacher-based method that did stands in.
     """
+    finished_on_teacher = [
+        r for r in rows if r["seeds"] and resolve_method(r["method"]).source == "teacher"
+    ]
+    finished_on_teacher.sort(key=lambda r: r["method"] != "kd")
+    references: dict[str, dict[str, Any]] = {}
+    for r in finished_on_teacher:
+        references.setdefault(r["dataset"], r)
     for row in rows:
-        teacher_rows = [
-            r
-            for r in rows
-            if r["dataset"] == row["dataset"]
-            and r["seeds"]
-            and resolve_method(r["method"]).source == "teacher"
-        ]
-        teacher_rows.sort(key=lambda r: r["method"] != "kd")
-        reference = teacher_rows[0] if teacher_rows else None
+        reference = references.get(row["dataset"])
         for key in ("flops", "seconds", "peak_mb"):
             base = reference[f"signal_{key}"] if reference else 0.0
             row[f"signal_{key}_vs_kd"] = row[f"signal_{key}"] / base if base else None
@@ -353,14 +352,20 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
             f"{format_ratio(row['signal_seconds_vs_kd'])} | "
             f"{format_ratio(row['signal_peak_mb_vs_kd'])} |"
         )
-    failed = [
-        f"- {row['dataset']} {row['method']} seed {failure['seed']}: {failure['error']}"
-        for row in results["rows"]
+    failed = diverged_runs(results["rows"])
+    if failed:
+        lines += ["", "Diverged (non-finite loss; not in the means above):", ""]
+        lines += [f"- {line}" for line in failed]
+    return "\n".join(lines) + "\n"
+
+
+def diverged_runs(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per diverged run: dataset, method, seed and the error."""
+    return [
+        f"{row['dataset']} {row['method']} seed {failure['seed']}: {failure['error']}"
+        for row in rows
         for failure in row.get("diverged", [])
     ]
-    if failed:
-        lines += ["", "Diverged (non-finite loss; not in the means above):", "", *failed]
-    return "\n".join(lines) + "\n"
 
 
 def format_ratio(value: float | None) -> str:

@@ -34,7 +34,7 @@ from reffakd.aesl.heatmap import heatmap_figure
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import format_mean_std, format_ratio
+from reffakd.experiments.bench import diverged_runs, format_mean_std, format_ratio
 from reffakd.experiments.cost import human
 from reffakd.files import atomic_write_text, figure_png, pyplot
 
@@ -829,11 +829,7 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     highlight = ["hl" if r["method"].split("+")[0] == "reffakd" else "" for r in rows]
     description = str(suite.get("description") or "").strip()
     intro = f"<p>{_esc(description)}</p>" if description else ""
-    diverged = [
-        f"{r['dataset']} {r['method']} seed {failure['seed']}: {failure['error']}"
-        for r in rows
-        for failure in r.get("diverged", [])
-    ]
+    diverged = diverged_runs(rows)
     return (
         intro
         + _table(header, table_rows, highlight)
