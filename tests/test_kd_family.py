@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import source_context, train_args
+from conftest import preset_signal, source_context, train_args
 
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
@@ -255,7 +255,7 @@ def test_other_bad_teachers(tmp_path, teacher_run):
 
 # --------------------------------------------------------------------------- presets end to end
 def preset_flags(name: str, teacher_run: Path, soft_labels_file: Path) -> list[str]:
-    source = PRESETS.get(name).source
+    source = preset_signal(name)
     if source in ("teacher", "self"):
         return ["--teacher", str(teacher_run)]
     if source == "aesl":

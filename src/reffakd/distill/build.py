@@ -110,6 +110,7 @@ def build_run(
             progress=config.progress,
             augmented=transform.augments,
             ae=ae_config_for(config),
+            epochs=config.optim.epochs,
             writes=dist.is_main,
         )
         source = build_source(method.source, method.source_options, context)

@@ -272,7 +272,8 @@ def _student_phase(
         samples.update(run.source.network_samples(epochs, train_size))
         inputs.update({name: run.data.example_input() for name in frozen})
         inputs.update(run.source.network_inputs())
-    return phase_cost(
+        _add_self_forwards(run, networks, samples, inputs)
+    phase = phase_cost(
         "student_training",
         networks,
         inputs,
@@ -280,3 +281,21 @@ def _student_phase(
         {**meter, "seconds": summary["seconds_total"]},
         trained=["student"],
     )
+    if run.source is not None and run.source.state_bytes():
+        phase["source_state_mb"] = round(run.source.state_bytes() / 2**20, 3)
+    return phase
+
+
+def _add_self_forwards(
+    run: StudentRun, networks: dict, samples: dict[str, int], inputs: dict
+) -> None:
+    """The student's passes that self-distillation adds: more trained samples (DLB's repeated
+    half) and forwards without gradient (CS-KD's partners), charged as ``student_no_grad``."""
+    assert run.source is not None
+    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
+    extra = run.source.extra_student_samples(epochs, train_size)
+    samples["student"] += extra.get("trained", 0)
+    if extra.get("no_grad"):
+        networks["student_no_grad"] = run.student
+        samples["student_no_grad"] = extra["no_grad"]
+        inputs["student_no_grad"] = run.data.example_input()

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from reffakd.errors import UserError
 from reffakd.kd.methods import resolve_method
 from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import TeacherSignal, TeacherSource
+from reffakd.kd.signal import StudentOutputs, TeacherSignal, TeacherSource
 from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
 
 
@@ -108,8 +108,10 @@ class DistillationLoss(nn.Module):
         inputs: Tensor | None = None,
         indices: Tensor | None = None,
         epoch: int | None = None,
+        extra_logits: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """The objective's named loss terms (not summed)."""
+        """The objective's named loss terms (not summed). ``extra_logits``: the student's
+        logits on the samples the source added to the batch (CS-KD's partners)."""
         epoch = self._epoch(epoch)
         signal = None
         if self.source is not None:
@@ -119,7 +121,12 @@ class DistillationLoss(nn.Module):
                     "criterion(logits, labels, inputs)."
                 )
             self._follow(logits.device)
-            signal = self.source(inputs, labels, indices)
+            self.source.set_epoch(epoch)
+            if self.source.needs_student_logits:
+                seen = StudentOutputs(logits.detach().float(), extra_logits)
+                signal = self.source(inputs, labels, indices, student=seen)
+            else:
+                signal = self.source(inputs, labels, indices)
         return fp32_terms(self.objective, logits, labels, signal, epoch)
 
     def forward(

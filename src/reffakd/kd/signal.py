@@ -13,6 +13,12 @@ Per batch, ``source(inputs, labels, indices)`` returns a :class:`TeacherSignal`.
 ``source.record()`` says what the signal was and what it cost (a :class:`SignalRecord`), and
 ``source.networks_per_batch()`` names the frozen networks that ran on every training batch,
 which the cost accounting charges one forward pass per sample.
+
+Self-distillation sources (PS-KD, OLS, DLB, Zipf's LS, CS-KD) make the signal from the student
+itself. They set ``needs_student_logits`` and receive the student's detached outputs as
+``student=StudentOutputs(...)``; they may keep per-sample or per-class state between batches
+(``extra_state`` checkpoints it), roll it over in ``end_epoch``, and add training samples to a
+batch (``extra_indices``: CS-KD's same-class partners, DLB's half of the previous batch).
 """
 
 from __future__ import annotations
@@ -35,10 +41,23 @@ from reffakd.registry import Registry
 
 @dataclass
 class TeacherSignal:
-    """``logits``: (B, C). For class-level sources they are log-probabilities."""
+    """``logits``: (B, C). For class-level sources they are log-probabilities.
+
+    ``rows``: the signal covers ``student_logits[rows]`` only (DLB's repeated half); None: every
+    row."""
 
     logits: Tensor
     class_level: bool
+    rows: slice | None = None
+
+
+@dataclass
+class StudentOutputs:
+    """What a self-distillation source sees of the student: its detached fp32 logits on the
+    batch, and on the batch's extra samples when the source asked for some."""
+
+    logits: Tensor
+    extra: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,7 @@ class SourceContext:
     progress: bool = False
     augmented: bool = True
     ae: SoftLabelConfig = field(default_factory=SoftLabelConfig)
+    epochs: int = 1  # the student's schedule length (PS-KD's alpha grows over it)
     # False on the other processes of a torchrun job: rank 0 alone writes into the run directory
     writes: bool = True
 
@@ -70,7 +90,6 @@ class SourceContext:
         return list(self.data.splits.class_names)
 
 
-
 @dataclass
 class SignalRecord:
     """What a source recorded: ``info`` goes into the run summary under ``key``; ``phases`` are
@@ -84,6 +103,13 @@ class SignalRecord:
 class TeacherSource(nn.Module):
     """Base class. Every network of a source is frozen: eval mode and no gradients, whatever
     mode the module around it is put in."""
+
+    # True: ``forward`` takes ``student=StudentOutputs`` (the student's own detached logits)
+    needs_student_logits = False
+    # How the extra samples of ``extra_indices`` run: "separate" (one more student forward,
+    # without gradient, whose logits arrive as ``StudentOutputs.extra``) or "joined" (appended
+    # to the batch: the student trains on them and the loss sees them as more rows)
+    extra_mode = "separate"
 
     def setup(self) -> None:
         """Expensive preparation that may write into the run directory (default: none)."""
@@ -104,6 +130,32 @@ class TeacherSource(nn.Module):
         """Example inputs (a batch of one) of networks that read other inputs than the student
         (e.g. their own tokenizer's ids), for cost counting; default: none."""
         return {}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called with the current epoch (from 1) before each batch's signal."""
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called once every training batch of ``epoch`` has run, before its checkpoint."""
+
+    def extra_indices(self, indices: Tensor, labels: Tensor) -> Tensor | None:
+        """Training-set indices of samples to add to this batch (default: none)."""
+        return None
+
+    def extra_student_samples(self, epochs: int, train_size: int) -> dict[str, int]:
+        """Student forward passes beyond one trained pass per sample, for cost counting:
+        ``{"trained": n}`` more samples with gradient, ``{"no_grad": n}`` forwards only."""
+        return {}
+
+    def state_bytes(self) -> int:
+        """Bytes of per-sample or per-class state the source keeps (PS-KD's N×C store)."""
+        return 0
+
+    def extra_state(self) -> dict[str, Any]:
+        """State that resume needs (a prediction store, a random generator)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
 
     def freeze(self) -> TeacherSource:
         self.requires_grad_(False)
@@ -126,7 +178,7 @@ SourceFactory = Callable[..., TeacherSource]
 # The aesl and lwkd sources register themselves from their packages (docs/methods.md).
 SOURCES: Registry[SourceFactory] = Registry(
     "teacher-signal source",
-    autoload=("reffakd.kd.sources", "reffakd.aesl", "reffakd.lwkd"),
+    autoload=("reffakd.kd.sources", "reffakd.kd.selfkd", "reffakd.aesl", "reffakd.lwkd"),
     entry_points="reffakd.sources",
 )
 
