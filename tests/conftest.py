@@ -104,10 +104,9 @@ def module_env(tmp_path_factory) -> Iterator[None]:
 def preset_signal(name: str) -> str | None:
     """The signal a preset needs from the test: its source, or "aesl" when the source starts
     from AESL rows (``reffakd+pskd``, ``reffakd+ols``)."""
-    from reffakd.kd.methods import PRESETS
+    from reffakd.kd.methods import resolve_method
 
-    spec = PRESETS.get(name)
-    return "aesl" if "aesl" in spec.source_options.values() else spec.source
+    return resolve_method(name).signal
 
 
 def train_args(

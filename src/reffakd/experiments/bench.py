@@ -150,7 +150,7 @@ def run_suite(
     data_override = {"data": {"data_dir": data_dir}} if data_dir else {}
     for dataset in suite.datasets:
         for seed in suite.seeds:
-            needs = {resolve_method(m).source for m in suite.methods}
+            needs = {resolve_method(m).signal for m in suite.methods}
             if "aesl" in needs:
                 values = merge(to_dict(SoftLabelConfig()), merge(suite.ae, data_override))
                 values["data"] = {**values.get("data", {}), "name": dataset}
@@ -210,7 +210,7 @@ _SHARED = {
 
 
 def _attach_artefacts(config: TrainConfig, paths: BenchPaths, dataset: str, seed: int) -> None:
-    source = resolve_method(config.method, config.source, config.loss).source
+    source = resolve_method(config.method, config.source, config.loss).signal
     if source in _SHARED:
         option, where = _SHARED[source]
         config.source.setdefault(option, str(where(paths, dataset, seed)))

@@ -152,6 +152,12 @@ class ResolvedMethod:
     source_options: dict[str, Any]
     loss_options: dict[str, Any]
 
+    @property
+    def signal(self) -> str | None:
+        """What the source reads from outside the student: its own name, or ``aesl`` for a
+        source seeded from AESL rows (an option set to ``aesl``: ``reffakd+pskd``, ...)."""
+        return "aesl" if "aesl" in self.source_options.values() else self.source
+
 
 def resolve_method(
     method: str,
