@@ -114,6 +114,11 @@ def build_run(
             writes=dist.is_main,
         )
         source = build_source(method.source, method.source_options, context)
+        if source.adds_samples and dist.enabled:
+            raise UserError(
+                f"method {config.method!r} adds samples to each batch (CS-KD, DLB), which "
+                "torchrun runs do not support yet: train it in one process."
+            )
     objective = build_objective(method.loss, method.loss_options)
     return StudentRun(config, data, method, device, transform, student, source, objective)
 

@@ -286,6 +286,7 @@ class CSKDSource(TeacherSource):
 
     needs_student_logits = True
     extra_mode = "separate"
+    adds_samples = True
 
     def __init__(self, labels: Tensor, num_classes: int, seed: int) -> None:
         super().__init__()
@@ -346,6 +347,7 @@ class DLBSource(TeacherSource):
 
     needs_student_logits = True
     extra_mode = "joined"
+    adds_samples = True
 
     def __init__(self) -> None:
         super().__init__()

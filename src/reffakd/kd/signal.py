@@ -110,6 +110,7 @@ class TeacherSource(nn.Module):
     # without gradient, whose logits arrive as ``StudentOutputs.extra``) or "joined" (appended
     # to the batch: the student trains on them and the loss sees them as more rows)
     extra_mode = "separate"
+    adds_samples = False  # True when ``extra_indices`` returns samples (not yet under torchrun)
 
     def setup(self) -> None:
         """Expensive preparation that may write into the run directory (default: none)."""
