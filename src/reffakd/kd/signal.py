@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reffakd.config import DataConfig, SoftLabelConfig
+from reffakd.config import ComputeConfig, DataConfig, SoftLabelConfig
 from reffakd.data.prepare import PreparedData
 from reffakd.errors import UserError
 from reffakd.registry import Registry
@@ -56,6 +56,8 @@ class SourceContext:
     ae: SoftLabelConfig = field(default_factory=SoftLabelConfig)
     # False on the other processes of a torchrun job: rank 0 alone writes into the run directory
     writes: bool = True
+    # the student run's resolved precision, which every network the source trains or runs uses
+    compute: ComputeConfig = field(default_factory=lambda: ComputeConfig(precision="fp32"))
 
     @property
     def dataset(self) -> str:
@@ -68,7 +70,6 @@ class SourceContext:
     @property
     def class_names(self) -> list[str]:
         return list(self.data.splits.class_names)
-
 
 
 @dataclass
