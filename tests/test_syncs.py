@@ -34,9 +34,9 @@ class SyncSentinel(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
         name = func.overloadpacket.__name__
-        if not self.paused and (name in SYNCING or (name in INDEXING and _masks(args))):
-            if not _step_counter(name, args):
-                self.found.append(f"{name} at {_caller()}")
+        syncs = name in SYNCING or (name in INDEXING and _masks(args))
+        if syncs and not self.paused and not _step_counter(name, args):
+            self.found.append(f"{name} at {_caller()}")
         return func(*args, **(kwargs or {}))
 
 
