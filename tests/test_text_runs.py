@@ -18,6 +18,7 @@ from reffakd.aesl.similarity import soft_labels_from_similarity
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.config import AugmentConfig, DataConfig
+from reffakd.data.loader import BatchLoader
 from reffakd.data.prepare import PreparedText, prepare_data
 from reffakd.data.text import PAD, UNK, TextBatchTransform, TextSplit, Vocab
 from reffakd.errors import UserError
@@ -136,9 +137,7 @@ def test_prepared_text_gives_model_input_example_and_transform(text_data):
     transform = data.batch_transform(AugmentConfig())
     assert not transform.augments
     batch = data.splits.train.inputs[:5]
-    trimmed = transform(batch, train=True)
-    assert trimmed.shape[1] == int(data.splits.train.lengths[:5].max())
-    assert torch.equal(trimmed, batch[:, : trimmed.shape[1]])
+    assert torch.equal(transform(batch, train=True), batch)
     assert data.batch_transform(AugmentConfig(token_dropout=0.2)).augments
 
 
@@ -163,10 +162,15 @@ def test_text_batches_group_texts_of_similar_length():
     assert lengths[evaluation].tolist() == sorted(lengths.tolist())
 
 
-def test_text_batch_transform_trims_to_the_longest_row():
-    ids = torch.tensor([[5, 6, 0, 0, 0], [7, 0, 0, 0, 0]])
-    assert torch.equal(TextBatchTransform()(ids), ids[:, :2])
-    assert TextBatchTransform()(torch.zeros(2, 4, dtype=torch.long)).shape == (2, 1)
+def test_text_batches_are_trimmed_from_the_cpu_lengths_to_multiples_of_8():
+    lengths = torch.tensor([3, 9, 1, 0, 20, 2])
+    tokens = (torch.arange(24)[None] < lengths[:, None]).long() * 7
+    split = TextSplit(tokens, lengths, torch.zeros(6, dtype=torch.long), ["a", "b"], ["x"] * 6)
+    batches = list(BatchLoader(split, 2))  # sorted by length: [0, 1], [2, 3], [9, 20]
+    assert [b.inputs.shape[1] for b in batches] == [8, 8, 24]
+    for batch in batches:
+        assert torch.equal(batch.inputs, tokens[batch.indices, : batch.inputs.shape[1]])
+    assert torch.equal(TextBatchTransform()(tokens), tokens)  # the transform trims nothing
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         "shortens) it, --device, --data-dir and --no-progress may change, other flags are refused",
     )
     _tensorboard(train)
-    train.add_argument("--precision", help="fp32 (default), bf16 or fp16 autocast")
+    train.add_argument(
+        "--precision",
+        help="auto (default: bf16 + channels-last where the device has bf16 matrix units, else "
+        "fp32; the run records which), fp32, bf16 or fp16 autocast",
+    )
     train.add_argument(
         "--channels-last", action="store_true", help="NHWC memory format (conv nets)"
     )
@@ -164,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--sync-bn", action="store_true", help="BatchNorm over the global batch (torchrun, CUDA)"
+    )
+    train.add_argument(
+        "--deterministic", action="store_true", help="deterministic kernels only (slower on GPUs)"
     )
 
     demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
@@ -181,9 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data-dir")
     bench.add_argument("--seeds", type=int, nargs="+", help="override the suite's seeds")
 
-    cost = sub.add_parser(
-        "cost", help="parameters, FLOPs and MACs of a model at a dataset's input"
-    )
+    cost = sub.add_parser("cost", help="parameters, FLOPs and MACs of a model at a dataset's input")
     cost.add_argument("model", help="model name (see `reffakd list models`)")
     cost.add_argument("--dataset", required=True, help="dataset giving the input shape")
     cost.add_argument("--image-size", type=int, help="input side (default: the dataset's)")
@@ -384,6 +389,7 @@ TRAIN_FLAGS = {
     "channels_last": "compute.channels_last",
     "compile": "compute.compile",
     "sync_bn": "compute.sync_bn",
+    "deterministic": "compute.deterministic",
 }
 
 

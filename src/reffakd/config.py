@@ -81,7 +81,7 @@ class AugmentConfig:
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -155,19 +155,23 @@ class OptimConfig:
 class ComputeConfig:
     """How the student's training runs; none of it changes what is computed, only how fast.
 
-    ``precision``: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with a gradient scaler); the
-    loss maths stays in fp32. ``channels_last``: NHWC memory format for conv nets.
+    ``precision``: ``auto`` (bf16 with channels-last where the device has bf16 matrix units, else
+    fp32; resolved once and recorded as the concrete value), ``fp32``, ``bf16`` or ``fp16``
+    autocast (fp16 with a gradient scaler); the loss maths stays in fp32. ``channels_last``:
+    NHWC memory format for conv nets.
     ``compile``: ``torch.compile`` of the student and of a frozen teacher. ``sync_bn``:
     BatchNorm statistics over the global batch under ``torchrun`` (CUDA only).
     ``check_every``: steps between the host syncs that check the loss for NaN/inf and update
-    the progress bar (and at every epoch end).
+    the progress bar (and at every epoch end). ``deterministic``: deterministic kernels only
+    (``torch.use_deterministic_algorithms``, cuDNN without autotuning); slower on CUDA.
     """
 
-    precision: str = "fp32"
+    precision: str = "auto"
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
     check_every: int = 50
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _require(

@@ -17,6 +17,7 @@ Both expose the same protocol: ``reconstruction_loss(x)`` (the training loss),
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from reffakd.aesl.similarity import (
     soft_labels_from_similarity,
 )
 from reffakd.aesl.soft_labels import SoftLabels, weights_hash
-from reffakd.config import AugmentConfig, SoftLabelConfig
+from reffakd.config import AugmentConfig, ComputeConfig, SoftLabelConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.loader import Transform
 from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
@@ -136,13 +137,15 @@ def make_soft_labels(
     resume: bool = False,
     data: PreparedData | None = None,
     command: str | None = None,
+    compute: ComputeConfig | None = None,
 ) -> SoftLabels:
     """Train the data's autoencoder on reconstruction, embed k samples per class, and write AESL
     to ``out``.
 
     Everything is read and checked (data, class counts, the autoencoder) before the folder is
     locked and ``config.yaml`` written, so a refused run leaves ``out`` as it found it.
-    ``command``: the command line, kept in ``command.txt`` and the summary.
+    ``command``: the command line, kept in ``command.txt`` and the summary. ``compute``: how the
+    autoencoder trains (a student run passes its own resolved precision); default fp32.
     """
     out = Path(out)
     run_dir = RunDir(out)
@@ -160,7 +163,8 @@ def make_soft_labels(
     setup = _autoencoder(config, data)
     run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        return _make_soft_labels_locked(config, run_dir, data, device, setup, command)
+        compute = compute or ComputeConfig(precision="fp32")
+        return _make_soft_labels_locked(config, run_dir, data, device, setup, command, compute)
     finally:
         run_dir.unlock()
 
@@ -177,7 +181,8 @@ def _make_soft_labels_locked(
     data: PreparedData,
     device: torch.device,
     setup: AutoencoderSetup,
-    command: str | None = None,
+    command: str | None,
+    compute: ComputeConfig,
 ) -> SoftLabels:
     ae, metric = setup.model, setup.metric
     check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
@@ -193,6 +198,7 @@ def _make_soft_labels_locked(
         progress=config.progress,
         desc="autoencoder",
         sinks=epoch_sinks(run_dir.path, config.tensorboard),
+        compute=dataclasses.replace(compute, compile=False, sync_bn=False),
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()

@@ -51,7 +51,11 @@ class AESLSource(ClassTableSource):
         context = self.context
         if self.labels is None:
             self.labels = make_soft_labels(
-                context.ae, context.run_dir / AE_DIR, resume=True, data=context.data
+                context.ae,
+                context.run_dir / AE_DIR,
+                resume=True,
+                data=context.data,
+                compute=context.compute,
             )
             self.log_table.copy_(probs_to_logits(self.labels.table.to(torch.float32)))
         if context.writes:

@@ -82,6 +82,9 @@ def shard_rows(count: int, rank: int, world_size: int) -> slice:
     return slice(start, start + base + (1 if rank < extra else 0))
 
 
+WIDTH_MULTIPLE = 8
+
+
 class BatchLoader:
     """Iterate over a split in batches. The split is copied to ``device`` once.
 
@@ -111,6 +114,8 @@ class BatchLoader:
         self.split = split
         self.inputs = split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
+        # text: the CPU lengths that trim each batch without reading the device
+        self.lengths: Tensor | None = getattr(split, "lengths", None)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
@@ -127,13 +132,26 @@ class BatchLoader:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         generator = self.generator if self.shuffle else None
         order = self.split.batch_order(order, self.batch_size, generator)
+        widths = self._widths(order)
         order = order.to(self.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            inputs = self.inputs if widths is None else self.inputs[:, : widths[i]]
             if self.world_size == 1:
-                yield Batch(self.inputs[idx], self.labels[idx], idx)
+                yield Batch(inputs[idx], self.labels[idx], idx)
                 continue
             rows = shard_rows(len(idx), self.rank, self.world_size)
             mine = idx[rows]
             if len(mine):
-                yield Batch(self.inputs[mine], self.labels[mine], mine, rows, len(idx))
+                yield Batch(inputs[mine], self.labels[mine], mine, rows, len(idx))
+
+    def _widths(self, order: Tensor) -> list[int] | None:
+        """Text: each batch's width, its longest row rounded up to a multiple of
+        :data:`WIDTH_MULTIPLE` (at most the padded width), from the CPU lengths, once an epoch.
+        Text models ignore trailing pads, so trimming only saves the work of running on them;
+        the rounding keeps the number of distinct shapes small (compiled and cuDNN kernels)."""
+        if self.lengths is None or not len(order):
+            return None
+        longest = torch.stack([part.max() for part in self.lengths[order].split(self.batch_size)])
+        rounded = (longest.clamp(min=1) + WIDTH_MULTIPLE - 1) // WIDTH_MULTIPLE * WIDTH_MULTIPLE
+        return rounded.clamp(max=self.inputs.shape[1]).tolist()

@@ -315,9 +315,7 @@ def hold_out_texts(
     return whole.subset(kept), whole.subset(held)
 
 
-def limit_train(
-    train: LabelledTexts, limit: int, seed: int, num_classes: int
-) -> LabelledTexts:
+def limit_train(train: LabelledTexts, limit: int, seed: int, num_classes: int) -> LabelledTexts:
     """A seeded, stratified subset of about ``limit`` texts: ``round(n_c * limit / n)`` of every
     class c, in their original order (all of them when ``limit >= n``)."""
     if limit >= len(train):
@@ -528,11 +526,11 @@ class TokenDropout:
 
 
 class TextBatchTransform:
-    """The engine's transform for token ids: trim the batch, then token dropout when training.
+    """The engine's transform for token ids: token dropout when training.
 
-    Trimming drops the pad columns after the batch's longest row, ``(B, L) -> (B, L')`` with
-    ``L' = max_i length_i`` (at least 1). Text models ignore trailing pads (their outputs do not
-    change, up to float rounding), so this only saves the work of running them over padding.
+    Batches come trimmed from the loader (:class:`reffakd.data.loader.BatchLoader` drops the pad
+    columns after the batch's longest row, from the CPU lengths); trimming here would read the
+    device once per batch.
     """
 
     def __init__(
@@ -558,8 +556,4 @@ class TextBatchTransform:
         rows: slice | None = None,
         total: int | None = None,
     ) -> Tensor:
-        # Dropout before trimming: the draws then have the padded width on every process.
-        inputs = self.dropout(inputs, train=train, generator=generator, rows=rows, total=total)
-        real = (inputs != self.pad_id).sum(1)
-        width = max(int(real.max()), 1) if len(inputs) else inputs.shape[1]
-        return inputs[:, :width]
+        return self.dropout(inputs, train=train, generator=generator, rows=rows, total=total)

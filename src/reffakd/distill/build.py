@@ -27,7 +27,7 @@ from reffakd.models import (
 )
 from reffakd.runtime import seed_everything
 from reffakd.training.distributed import DistContext
-from reffakd.training.precision import check_compiler
+from reffakd.training.precision import check_compiler, resolve_compute, set_deterministic
 from reffakd.training.sinks import require_tensorboard
 
 
@@ -90,6 +90,7 @@ def build_run(
     config.student = canonical_model_name(config.student)
     method = validate_names(config, check_dataset=data is None, check_student=student is None)
     device = dist.device_for(config.device)
+    config.compute = resolve_compute(config.compute, device)  # recorded as the concrete value
     check_compute(config, device, dist)
     # the student's tokenization (its own tokenizer, or the data's vocabulary) picks the encoding
     data = data or prepare_data(config.data, input_tokenizer(config.student))
@@ -112,6 +113,7 @@ def build_run(
             ae=ae_config_for(config),
             epochs=config.optim.epochs,
             writes=dist.is_main,
+            compute=config.compute,
         )
         source = build_source(method.source, method.source_options, context)
         if source.adds_samples and dist.enabled:
@@ -139,6 +141,7 @@ def check_compute(config: TrainConfig, device: torch.device, dist: DistContext) 
         )
     if config.compute.compile:
         check_compiler(device)
+    set_deterministic(config.compute.deterministic)  # before any network reaches the device
 
 
 def check_shards(config: TrainConfig, splits: Splits, dist: DistContext) -> None:

@@ -35,10 +35,11 @@ from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
 from reffakd.training.checkpoint import load_checkpoint
-from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
+from reffakd.training.cost import PhaseMeter, cost_summary, input_flops, phase_cost
 from reffakd.training.distributed import DistContext, process_group, rank_seed
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
+from reffakd.training.precision import AUTO, cpu_bf16_units
 from reffakd.training.rundir import (
     RunDir,
     config_changes,
@@ -108,6 +109,12 @@ def _quiet_unless(speaking: bool) -> Iterator[None]:
 def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
     """Refuse to resume ``out`` with another config; the summary when it is already done."""
     recorded = load_run_config(out)
+    if config.compute.precision == AUTO:  # the run keeps the precision it was resolved to
+        config.compute = dataclasses.replace(
+            config.compute,
+            precision=recorded.compute.precision,
+            channels_last=recorded.compute.channels_last,
+        )
     changes = config_changes(recorded, config)
     changes.pop(EPOCHS, None)
     if changes:
@@ -202,6 +209,7 @@ def _train_locked(
         signal_seconds = round(time.perf_counter() - started, 3)
         record = run.source.record()
     task = Distiller(run.student, run.source, run.objective)
+    forwards = _eager_flops(run)  # before the Trainer compiles the networks
     seed_everything(rank_seed(config.seed, dist.rank))
     trainer = Trainer(
         task,
@@ -223,7 +231,7 @@ def _train_locked(
         record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("student_training", run.device) as meter:
         result = trainer.fit()
-    student_phase = _student_phase(run, meter.result, result.summary)
+    student_phase = _student_phase(run, meter.result, result.summary, forwards)
     summary = {
         **result.summary,
         "method": run.method.__dict__,
@@ -235,6 +243,9 @@ def _train_locked(
         "inputs": data.describe(),
         "seed": config.seed,
         "device": str(run.device),
+        "precision": config.compute.precision,
+        "channels_last": config.compute.channels_last,
+        "cpu_bf16_units": ", ".join(cpu_bf16_units()) or "none",
         "distributed": {
             "world_size": dist.world_size,
             "batch_size": config.optim.batch_size,
@@ -258,21 +269,52 @@ def _train_locked(
     return summary
 
 
-def _student_phase(
-    run: StudentRun, meter: dict[str, Any], summary: dict[str, Any]
-) -> dict[str, Any]:
-    """Student training, with the frozen networks the source runs on every batch."""
-    networks = {"student": run.student}
-    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
-    samples = {"student": epochs * train_size}
+def _phase_networks(run: StudentRun) -> tuple[dict[str, nn.Module], dict[str, Any]]:
+    """The student and the frozen networks the source runs on every batch, with their inputs;
+    ``student_no_grad`` is the student's extra forward without gradient (CS-KD's partners)."""
+    networks: dict[str, nn.Module] = {"student": run.student}
     inputs = dict.fromkeys(networks, run.data.example_input())
     if run.source is not None:
         frozen = run.source.networks_per_batch()
         networks.update(frozen)
-        samples.update(run.source.network_samples(epochs, train_size))
         inputs.update({name: run.data.example_input() for name in frozen})
         inputs.update(run.source.network_inputs())
-        _add_self_forwards(run, networks, samples, inputs)
+        if _extra_student_samples(run).get("no_grad"):
+            networks["student_no_grad"] = run.student
+            inputs["student_no_grad"] = run.data.example_input()
+    return networks, inputs
+
+
+def _extra_student_samples(run: StudentRun) -> dict[str, int]:
+    assert run.source is not None
+    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
+    return run.source.extra_student_samples(epochs, train_size)
+
+
+def _eager_flops(run: StudentRun) -> dict[str, dict[str, Any]]:
+    """Each network's forward FLOPs, counted once on the eager network."""
+    networks, inputs = _phase_networks(run)
+    return {name: input_flops(network, inputs[name]) for name, network in networks.items()}
+
+
+def _student_phase(
+    run: StudentRun,
+    meter: dict[str, Any],
+    summary: dict[str, Any],
+    forwards: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Student training, with the frozen networks the source runs on every batch and the
+    student's passes that self-distillation adds (DLB's repeated half is more trained samples;
+    CS-KD's partners run as ``student_no_grad``)."""
+    networks, inputs = _phase_networks(run)
+    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
+    samples = {"student": epochs * train_size}
+    if run.source is not None:
+        samples.update(run.source.network_samples(epochs, train_size))
+        extra = _extra_student_samples(run)
+        samples["student"] += extra.get("trained", 0)
+        if extra.get("no_grad"):
+            samples["student_no_grad"] = extra["no_grad"]
     phase = phase_cost(
         "student_training",
         networks,
@@ -280,22 +322,8 @@ def _student_phase(
         samples,
         {**meter, "seconds": summary["seconds_total"]},
         trained=["student"],
+        forwards=forwards,
     )
     if run.source is not None and run.source.state_bytes():
         phase["source_state_mb"] = round(run.source.state_bytes() / 2**20, 3)
     return phase
-
-
-def _add_self_forwards(
-    run: StudentRun, networks: dict, samples: dict[str, int], inputs: dict
-) -> None:
-    """The student's passes that self-distillation adds: more trained samples (DLB's repeated
-    half) and forwards without gradient (CS-KD's partners), charged as ``student_no_grad``."""
-    assert run.source is not None
-    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
-    extra = run.source.extra_student_samples(epochs, train_size)
-    samples["student"] += extra.get("trained", 0)
-    if extra.get("no_grad"):
-        networks["student_no_grad"] = run.student
-        samples["student_no_grad"] = extra["no_grad"]
-        inputs["student_no_grad"] = run.data.example_input()

@@ -566,6 +566,8 @@ def _environment_section(recorded: dict[str, Any], where: str) -> Section:
         ("torch", "torch"),
         ("python", "python"),
         ("device", "device"),
+        ("precision", "precision"),
+        ("cpu_bf16_units", "CPU bf16 units"),
         ("reffakd_version", "reffakd"),
     ):
         if recorded.get(key) is not None:

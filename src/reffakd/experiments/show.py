@@ -74,22 +74,21 @@ def _training(directory: Path) -> tuple[Facts, str]:
         f"on {summary.get('selection_metric', 'val_top1')})"
     )
     seconds = summary.get("seconds_total") or 0.0
-    facts = (
-        [
-            ("run", f"{directory} (training, finished)"),
-            (
-                "method",
-                f"{method.get('name', '?')}: source {method.get('source') or 'none'}, "
-                f"loss {method.get('loss', '?')}",
-            ),
-            ("options", "; ".join(o for o in options if o)),
-            ("student", student),
-            ("dataset", f"{summary.get('dataset', '?')} ({sizes})"),
-            ("epochs", epochs),
-            ("signal", _signal(summary)),
-            ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
-        ]
-    )
+    facts = [
+        ("run", f"{directory} (training, finished)"),
+        (
+            "method",
+            f"{method.get('name', '?')}: source {method.get('source') or 'none'}, "
+            f"loss {method.get('loss', '?')}",
+        ),
+        ("options", "; ".join(o for o in options if o)),
+        ("student", student),
+        ("dataset", f"{summary.get('dataset', '?')} ({sizes})"),
+        ("epochs", epochs),
+        ("signal", _signal(summary)),
+        ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
+        ("compute", _precision(summary)),
+    ]
     rows = []
     for which, epoch_key in (("best", "best_epoch"), ("last", "epochs")):
         record = summary.get(which) or {}
@@ -101,6 +100,17 @@ def _training(directory: Path) -> tuple[Facts, str]:
             ]
         )
     return facts, table(["epoch", "val top-1", "test top-1"], rows)
+
+
+def _precision(summary: dict[str, Any]) -> str:
+    """``bf16, channels-last (CPU bf16 units: avx512_bf16)``; runs from before it was recorded
+    trained in fp32 unless their config says otherwise."""
+    text = str(summary.get("precision", "fp32 (not recorded)"))
+    if summary.get("channels_last"):
+        text += ", channels-last"
+    if "cpu_bf16_units" in summary:
+        text += f" (CPU bf16 units: {summary['cpu_bf16_units']})"
+    return text
 
 
 def _soft_labels(directory: Path) -> tuple[Facts, str]:
@@ -116,15 +126,13 @@ def _soft_labels(directory: Path) -> tuple[Facts, str]:
         f"epochs {summary.get('epochs')} (best {summary.get('best_epoch')}), "
         f"val MSE {best.get('val_mse', best.get('train_mse'))}"
     )
-    facts = (
-        [
-            ("run", f"{directory} (soft labels, finished)"),
-            ("dataset", meta.get("dataset", "?")),
-            ("table", table_text),
-            ("autoencoder", autoencoder),
-            ("cost", _signal(summary)),
-        ]
-    )
+    facts = [
+        ("run", f"{directory} (soft labels, finished)"),
+        ("dataset", meta.get("dataset", "?")),
+        ("table", table_text),
+        ("autoencoder", autoencoder),
+        ("cost", _signal(summary)),
+    ]
     return facts, ""
 
 

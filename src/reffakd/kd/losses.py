@@ -218,6 +218,10 @@ def dkd(
 
     gt_mask = torch.zeros_like(student_logits, dtype=torch.bool)
     gt_mask.scatter_(1, labels.unsqueeze(1), True)
+    # the non-target columns in class order, gathered: a boolean selection would size its
+    # result from the mask's contents (a device sync)
+    columns = torch.arange(classes - 1, device=labels.device).unsqueeze(0)
+    others = columns + (columns >= labels.unsqueeze(1)).long()
 
     def binary_and_rest(logits: Tensor) -> tuple[Tensor, Tensor]:
         scaled = logits / temperature
@@ -225,7 +229,7 @@ def dkd(
         log_p_target = log_p.gather(1, labels.unsqueeze(1))  # (B, 1)
         log_p_other = torch.logsumexp(log_p.masked_fill(gt_mask, float("-inf")), dim=1)
         log_b = torch.cat([log_p_target, log_p_other.unsqueeze(1)], dim=1)  # (B, 2)
-        rest = scaled[~gt_mask].reshape(batch, classes - 1)  # non-target logits, class order
+        rest = scaled.gather(1, others)  # (B, C - 1): non-target logits, class order
         return log_b, F.log_softmax(rest, dim=1)
 
     log_b_s, log_hat_s = binary_and_rest(student_logits)
@@ -299,7 +303,8 @@ def pskd_targets(labels: Tensor, previous: Tensor, alpha: float) -> Tensor:
     ``previous`` (B, C) holds each sample's softmax from the previous epoch (detached here);
     ``alpha`` is α_t = α_T t / T at epoch t of T.
     """
-    one_hot = F.one_hot(labels, previous.shape[1]).to(previous.dtype)
+    # scatter, not F.one_hot: one_hot reads the labels' range on the host (a GPU sync)
+    one_hot = torch.zeros_like(previous).scatter_(1, labels.unsqueeze(1), 1.0)
     return (1.0 - alpha) * one_hot + alpha * previous.detach()
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reffakd.config import DataConfig, SoftLabelConfig
+from reffakd.config import ComputeConfig, DataConfig, SoftLabelConfig
 from reffakd.data.prepare import PreparedData
 from reffakd.errors import UserError
 from reffakd.registry import Registry
@@ -76,6 +76,8 @@ class SourceContext:
     epochs: int = 1  # the student's schedule length (PS-KD's alpha grows over it)
     # False on the other processes of a torchrun job: rank 0 alone writes into the run directory
     writes: bool = True
+    # the student run's resolved precision, which every network the source trains or runs uses
+    compute: ComputeConfig = field(default_factory=lambda: ComputeConfig(precision="fp32"))
 
     @property
     def dataset(self) -> str:

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reffakd.config import AugmentConfig, TrainConfig
+from reffakd.config import AugmentConfig, ComputeConfig, TrainConfig
 from reffakd.data.prepare import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.errors import UserError, first_line
 from reffakd.kd.losses import probs_to_logits
 from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
 from reffakd.models import build_model, input_tokenizer
+from reffakd.training.precision import Precision
 from reffakd.training.runs import (
     TrainedRun,
     check_training_run,
@@ -84,14 +85,20 @@ def virtual_table(num_classes: int, a: float = 0.99, temperature: float = 20.0) 
 
 
 # ---------------------------------------------------------------------------- network sources
+CACHE_BATCH = 512  # samples per teacher forward while the cache is filled
+
+
 class NetworkSource(TeacherSource):
     """A trained, frozen network. It runs on the very batch the student sees (augmented or
-    not), or, with ``cache``, on each training sample once.
+    not), or, with ``cache``, on each training sample once, at set-up.
 
     The cache is keyed by sample index (``indices``: positions in the train split), never by
     batch position, so shuffling cannot mix rows up (docs/methods.md §3.9). It is only correct
     when a sample always gives the same input, i.e. without augmentation; the factories enforce
-    that.
+    that. It is filled whole at set-up, so a training step only gathers from it (no check for
+    missing rows, which would read the device every batch). ``inputs``: the training samples as
+    the teacher reads them (the student's, or the teacher's own encoding); needed with
+    ``cache``. ``compute``: the precision the teacher runs in while filling it.
     """
 
     def __init__(
@@ -100,19 +107,38 @@ class NetworkSource(TeacherSource):
         num_classes: int,
         info: dict[str, Any],
         cache: bool = False,
-        own_inputs: TeacherInputs | None = None,
+        inputs: TeacherInputs | None = None,
+        own_inputs: bool = False,
+        compute: ComputeConfig | None = None,
     ) -> None:
         super().__init__()
         self.teacher = teacher
-        self.cache_enabled = cache or own_inputs is not None
+        self.cache_enabled = cache or own_inputs
+        if self.cache_enabled and inputs is None:
+            raise ValueError("a cached network source needs the training inputs")
         self.info = info
-        self.own_transform = own_inputs.transform if own_inputs is not None else None
-        self.own_example = own_inputs.example if own_inputs is not None else None
-        own = own_inputs.train if own_inputs is not None else torch.zeros(0, dtype=torch.int64)
-        self.register_buffer("own_inputs", own, persistent=False)
+        self.inputs = inputs
+        self.own_example = inputs.example if own_inputs and inputs is not None else None
+        self.compute = compute or ComputeConfig(precision="fp32")
         self.register_buffer("cache", torch.zeros(0, num_classes), persistent=False)
-        self.register_buffer("filled", torch.zeros(0, dtype=torch.bool), persistent=False)
         self.freeze()
+
+    def setup(self) -> None:
+        if self.cache_enabled and not len(self.cache):
+            self.fill_cache()
+
+    @torch.no_grad()
+    def fill_cache(self, batch_size: int = CACHE_BATCH) -> None:
+        """The teacher's logits on every training sample, row i for sample i."""
+        assert self.inputs is not None
+        device = self.cache.device
+        precision = Precision(self.compute, device)
+        parts = []
+        for rows in self.inputs.train.split(batch_size):
+            batch = precision.inputs(self.inputs.transform(rows.to(device)))
+            with precision.autocast():
+                parts.append(self.teacher_logits(batch).to(self.cache.dtype))
+        self.cache = torch.cat(parts) if parts else self.cache
 
     def record(self) -> SignalRecord:
         return SignalRecord("teacher", self.info, teacher_phases(self.info.get("run")))
@@ -133,37 +159,10 @@ class NetworkSource(TeacherSource):
 
     def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor) -> TeacherSignal:
         if self.cache_enabled:
-            return TeacherSignal(self._cached(inputs, indices), class_level=False)
+            if not len(self.cache):
+                self.fill_cache()  # a source used without its set-up
+            return TeacherSignal(self.cache[indices], class_level=False)
         return TeacherSignal(self.teacher_logits(inputs), class_level=False)
-
-    def _teacher_inputs(self, inputs: Tensor, indices: Tensor, rows: Tensor) -> Tensor:
-        """The ``rows`` of the batch as the teacher reads them: the student's inputs, or the
-        teacher's own encoding of those samples, gathered by sample index."""
-        if self.own_transform is None:
-            return inputs[rows]
-        return self.own_transform(self.own_inputs[indices[rows]])
-
-    def _cached(self, inputs: Tensor, indices: Tensor) -> Tensor:
-        """Rows of the cache for ``indices``, running the teacher on the samples not seen yet."""
-        self._reserve(int(indices.max()) + 1)
-        missing = ~self.filled[indices]
-        if missing.any():
-            new = indices[missing]
-            seen = self._teacher_inputs(inputs, indices, missing)
-            self.cache[new] = self.teacher_logits(seen).to(self.cache.dtype)
-            self.filled[new] = True
-        return self.cache[indices]
-
-    def _reserve(self, size: int) -> None:
-        """Grow the cache (doubling) so that it holds at least ``size`` samples."""
-        held = self.filled.shape[0]
-        if size <= held:
-            return
-        size = max(size, 2 * held)
-        cache = self.cache.new_zeros(size, self.cache.shape[1])
-        filled = self.filled.new_zeros(size)
-        cache[:held], filled[:held] = self.cache, self.filled
-        self.cache, self.filled = cache, filled
 
 
 @dataclass(frozen=True)
@@ -233,7 +232,18 @@ def _network_source(
     info["parameters"] = sum(p.numel() for p in teacher.parameters())
     info["own_inputs"] = own is not None
     print(_teacher_line(info))
-    return NetworkSource(teacher, context.num_classes, info, cache, own).to(context.device)
+    inputs = own or _student_inputs(context)
+    source = NetworkSource(
+        teacher, context.num_classes, info, cache, inputs, own is not None, context.compute
+    )
+    return source.to(context.device)
+
+
+def _student_inputs(context: SourceContext) -> TeacherInputs:
+    """The student's un-augmented training inputs (what a cached teacher reads)."""
+    data = context.data
+    transform = data.batch_transform(AugmentConfig(enabled=False))
+    return TeacherInputs(data.splits.train.inputs, transform, data.example_input())
 
 
 def _own_inputs(run: str, data: PreparedData, context: SourceContext) -> TeacherInputs:

@@ -191,5 +191,6 @@ def _train_here(
         device=context.device,
         progress=context.progress,
         data_dir=context.data_config.data_dir,
+        compute=context.compute,
     )
     return teacher if checkpoint == "best" else load_light_teacher(folder, checkpoint)

@@ -9,6 +9,7 @@ seed, normalisation, schedule), the engine's checkpoints and metrics, and ``summ
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from reffakd.config import OptimConfig
+from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.data.augment import BatchTransform, channel_stats
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text
@@ -101,6 +102,7 @@ def train_light_teacher(
     device: torch.device | None = None,
     progress: bool = True,
     data_dir: str | Path | None = None,
+    compute: ComputeConfig | None = None,
 ) -> LightTeacher:
     """Train (or finish, or reuse) the light teacher in ``out``; returns it with its record.
 
@@ -108,13 +110,15 @@ def train_light_teacher(
     random streams of whatever runs next."""
     run_dir = RunDir(out)
     if not (run_dir.is_complete() and run_dir.best_checkpoint.exists()):
-        rng = capture_rng_state()
+        device = device or torch.device("cpu")
+        rng = capture_rng_state(device)
         run_dir.lock()
         try:
-            _train_locked(run_dir, config, device or torch.device("cpu"), progress, data_dir)
+            compute = compute or ComputeConfig(precision="fp32")
+            _train_locked(run_dir, config, device, progress, data_dir, compute)
         finally:
             run_dir.unlock()
-            restore_rng_state(rng)
+            restore_rng_state(rng, device)
     teacher = load_light_teacher(out)
     _check_same(out, teacher.config, config)
     return teacher
@@ -126,6 +130,7 @@ def _train_locked(
     device: torch.device,
     progress: bool,
     data_dir: str | Path | None,
+    compute: ComputeConfig,
 ) -> None:
     if run_dir.config.exists():  # an interrupted training: continue it exactly
         recorded = read_config(run_dir.path)
@@ -157,6 +162,7 @@ def _train_locked(
         device=device,
         progress=progress,
         desc="light teacher",
+        compute=dataclasses.replace(compute, compile=False, sync_bn=False),
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()

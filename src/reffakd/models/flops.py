@@ -57,6 +57,8 @@ def rnn_tokens(rnn: nn.RNNBase, x: torch.Tensor | PackedSequence) -> int:
 def _count_recurrent(model: nn.Module, inputs: Any) -> tuple[int, int]:
     """``(hand count, torch's count)`` of all RNN calls in one eval, no-grad forward pass."""
     rnns = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    # RNNs a model runs without registering them (weights shared with a registered one)
+    rnns += [r for m in model.modules() for r in getattr(m, "recurrent_calls", ())]
     if not rnns:
         return 0, 0
     hand = counted = 0

@@ -86,13 +86,27 @@ def load_encoder(name: str, pad_id: int | None = None) -> HFEncoder:
     transformers = import_transformers(f"model {name!r}")
     target, local = hub_location(name)
     config, state = _pretrained_state(target, local)
-    encoder = transformers.AutoModel.from_config(config)
-    encoder.load_state_dict(state)
+    encoder = _without_pooler(transformers, config)
+    kept = encoder.state_dict().keys()
+    encoder.load_state_dict({k: v for k, v in state.items() if k in kept or POOLER not in k})
     encoder.train()
     pad = config.pad_token_id if pad_id is None else pad_id
     if pad is None:
         raise UserError(f"model {name!r} declares no pad token id; use a BERT-like encoder.")
     return HFEncoder(encoder, int(pad))
+
+
+POOLER = "pooler."
+
+
+def _without_pooler(transformers: Any, config: Any) -> nn.Module:
+    """The encoder without its pooler (``add_pooling_layer=False``, for models that have one):
+    mean pooling never reads it, so its weights would get no gradient, which DDP refuses at the
+    second step."""
+    try:
+        return transformers.AutoModel.from_config(config, add_pooling_layer=False)
+    except TypeError:  # a model without a pooler takes no such option
+        return transformers.AutoModel.from_config(config)
 
 
 def build_hf_classifier(

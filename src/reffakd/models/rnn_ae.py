@@ -1,7 +1,7 @@
 """The ReffAKD text autoencoder: a GRU sequence autoencoder.
 
-The encoder GRU reads the embedded tokens (packed, so only real tokens run); its final hidden
-state is the sentence embedding. The decoder GRU starts from that state and predicts every token
+The encoder GRU reads the embedded tokens; its state after each row's last real token is the
+sentence embedding. The decoder GRU starts from that state and predicts every token
 from the previous ones (teacher forcing): its input is ``[bos] + ids[:-1]`` with ``BOS_ID = 2``.
 The model reconstructs exactly the ids it is given: when the tokenizer ends sentences with
 ``EOS_ID = 3`` the decoder learns to emit it; the model adds none itself.
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reffakd.models.text import register_text_model, token_mask
+from reffakd.models.text import at_last_token, fp32_recurrence, register_text_model, token_mask
 
 UNK_ID = 1
 BOS_ID = 2
@@ -35,12 +35,13 @@ EOS_ID = 3
 def final_state(
     embedding: nn.Embedding, gru: nn.GRU, ids: torch.Tensor, pad_id: int
 ) -> torch.Tensor:
-    """The GRU's hidden state after each row's last real token, ``(1, B, hidden)``."""
-    lengths = token_mask(ids, pad_id).sum(1).cpu()
-    packed = nn.utils.rnn.pack_padded_sequence(
-        embedding(ids), lengths, batch_first=True, enforce_sorted=False
-    )
-    return gru(packed)[1]
+    """The GRU's hidden state after each row's last real token, ``(1, B, hidden)``: its output
+    there (the pads after it never reach it), so no host copy of the lengths is needed."""
+    lengths = token_mask(ids, pad_id).sum(1)
+    x = embedding(ids)
+    with fp32_recurrence(x):
+        outputs = gru(x.float())[0]
+    return at_last_token(outputs, lengths)[None]
 
 
 class SentenceEncoder(nn.Module):
@@ -99,7 +100,8 @@ class GRUAutoencoder(nn.Module):
         """The decoder's projected outputs ``(B, L, embedding_dim)``, teacher-forced."""
         bos = torch.full_like(ids[:, :1], BOS_ID)
         inputs = self.embedding(torch.cat([bos, ids[:, :-1]], 1))
-        outputs, _ = self.decoder(inputs, self._encode_state(ids))
+        with fp32_recurrence(inputs):
+            outputs, _ = self.decoder(inputs.float(), self._encode_state(ids).float())
         return self.project(outputs)
 
     def _logits(self, projected: torch.Tensor) -> torch.Tensor:
@@ -113,25 +115,27 @@ class GRUAutoencoder(nn.Module):
         return self._logits(self._decoded(ids))
 
     def _token_losses(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of every non-pad token ``(N,)`` and the row each belongs to ``(N,)``.
+        """Cross-entropy of every position ``(B, L)`` (0 at pads) and the pad mask ``(B, L)``.
 
-        The vocabulary-sized output layer runs only at the N real positions: the pads of a
-        batch never reach it (on phrase-level data most positions are pads)."""
+        Every position runs through the output layer and pads are masked after it: selecting
+        the real positions first would size a tensor by their count, a device sync per batch
+        (batches are trimmed to their longest row, so few pads remain)."""
         real = ids != self.pad_id
-        logits = self._logits(self._decoded(ids)[real])
-        rows = torch.arange(len(ids), device=ids.device)[:, None].expand_as(ids)[real]
-        return F.cross_entropy(logits, self.targets(ids[real]), reduction="none"), rows
+        logits = self._logits(self._decoded(ids))
+        losses = F.cross_entropy(
+            logits.flatten(0, 1), self.targets(ids).flatten(), reduction="none"
+        )
+        return losses.view_as(ids) * real, real
 
     def per_sample_loss(self, ids: torch.Tensor) -> torch.Tensor:
         """Mean token cross-entropy of each row over its non-pad tokens, ``(B,)`` (0 if none)."""
-        losses, rows = self._token_losses(ids)
-        sums = losses.new_zeros(len(ids)).index_add_(0, rows, losses)
-        counts = (ids != self.pad_id).sum(1)
-        return sums / counts.clamp(min=1)
+        losses, real = self._token_losses(ids)
+        return losses.sum(1) / real.sum(1).clamp(min=1)
 
     def reconstruction_loss(self, ids: torch.Tensor) -> torch.Tensor:
         """Token cross-entropy averaged over all non-pad tokens of the batch (the training loss)."""
-        return self._token_losses(ids)[0].mean()
+        losses, real = self._token_losses(ids)
+        return losses.sum() / real.sum().clamp(min=1)
 
 
 @register_text_model("rnn_ae")

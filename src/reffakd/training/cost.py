@@ -304,14 +304,23 @@ def _is_trained(model: nn.Module) -> bool:
     return any(p.requires_grad for p in model.parameters())
 
 
-def network_cost(
-    model: nn.Module, model_input: ModelInput, samples_seen: int, trained: bool
-) -> dict[str, Any]:
-    """Parameters, per-sample forward FLOPs/MACs and the phase FLOPs of one network."""
+def input_flops(model: nn.Module, model_input: ModelInput) -> dict[str, Any]:
+    """:func:`forward_flops` of ``model`` on a shape or an example batch."""
     if isinstance(model_input, torch.Tensor):
-        forward = forward_flops(model, model_input.shape[1:], example_input=model_input)
-    else:
-        forward = forward_flops(model, model_input)
+        return forward_flops(model, model_input.shape[1:], example_input=model_input)
+    return forward_flops(model, model_input)
+
+
+def network_cost(
+    model: nn.Module,
+    model_input: ModelInput,
+    samples_seen: int,
+    trained: bool,
+    forward: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Parameters, per-sample forward FLOPs/MACs and the phase FLOPs of one network;
+    ``forward``: its :func:`input_flops`, when counted before (on the eager network)."""
+    forward = forward or input_flops(model, model_input)
     cost = training_flops if trained else inference_flops
     return {
         "trained": trained,
@@ -332,6 +341,7 @@ def phase_cost(
     samples_seen: int | Mapping[str, int],
     meter_result: Mapping[str, Any] | None = None,
     trained: Collection[str] | None = None,
+    forwards: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything a phase cost, as a JSON-ready dict for ``summary.json``.
 
@@ -341,7 +351,9 @@ def phase_cost(
     ``samples_seen`` (samples each network processed, summed over epochs) are shared or given
     per network. ``trained`` names the networks being trained (3 x forward
     per sample); the rest only run forward (1 x). By default a network is trained when any of
-    its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`.
+    its parameters requires grad. ``meter_result`` is :attr:`PhaseMeter.result`. ``forwards``:
+    the networks' :func:`input_flops` counted before the phase (before ``torch.compile``, whose
+    networks the FLOP counter cannot always run).
 
     Returns ``{"phase", "seconds", "peak_rss_mb", "peak_rss_scope", "rss_increase_mb",
     "cuda_peak_mb",
@@ -355,7 +367,11 @@ def phase_cost(
     unknown = set(trained) - set(models)
     if unknown:
         raise ValueError(f"trained names unknown networks {sorted(unknown)}")
-    networks = {n: network_cost(m, shapes[n], samples[n], n in trained) for n, m in models.items()}
+    forwards = forwards or {}
+    networks = {
+        n: network_cost(m, shapes[n], samples[n], n in trained, forwards.get(n))
+        for n, m in models.items()
+    }
     meter = dict(meter_result or {})
     train_total = sum(c["flops"] for c in networks.values() if c["trained"])
     infer_total = sum(c["flops"] for c in networks.values() if not c["trained"])

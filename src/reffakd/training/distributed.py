@@ -18,11 +18,12 @@ The contract (README "Training at scale"):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -44,6 +45,9 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # a gloo group for waiting (main_first): NCCL's watchdog aborts a collective that waits
+    # while rank 0 trains an autoencoder or a light teacher; None: the default group
+    wait_group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def enabled(self) -> bool:
@@ -68,6 +72,12 @@ class DistContext:
                 f"under torchrun every process takes the GPU of its LOCAL_RANK; use --device "
                 f"cuda or auto instead of {name} (choose GPUs with CUDA_VISIBLE_DEVICES)."
             )
+        count = torch.cuda.device_count()
+        if self.local_rank >= count:
+            raise UserError(
+                f"this process has LOCAL_RANK {self.local_rank}, but the machine shows {count} "
+                f"CUDA device(s); start at most {count} processes per node (--nproc-per-node)."
+            )
         return torch.device("cuda", self.local_rank)
 
     # ------------------------------------------------------------------ collectives
@@ -78,24 +88,41 @@ class DistContext:
     def main_first(self, work: Callable[[], T], *, others: bool = True) -> T | None:
         """Run ``work`` on rank 0; then, once it succeeded, on the other ranks (``others``).
 
-        If rank 0 fails, every other rank raises the same error, so no rank waits forever.
+        The other ranks wait in :attr:`wait_group` (gloo, not NCCL), however long rank 0 takes.
+        If any rank fails, every rank raises (the failing rank its own error, the others the
+        same one-line error), so no rank waits forever.
         """
         if not self.enabled:
             return work()
         result: T | None = None
-        failure: list[Any] = [None]
         if self.is_main:
+            result = self._agreed(work)
+        else:
+            self._agreed(None)
+        if others:
+            if self.is_main:
+                self._agreed(None)
+            else:
+                result = self._agreed(work)
+        return result
+
+    def _agreed(self, work: Callable[[], T] | None) -> T | None:
+        """Run ``work`` (on the ranks that pass one), then tell every rank whether any failed."""
+        result: T | None = None
+        failure: BaseException | None = None
+        if work is not None:
             try:
                 result = work()
-            except BaseException as exc:
-                failure[0] = (type(exc).__name__, str(exc))
-                torch.distributed.broadcast_object_list(failure, src=0)
-                raise
-        torch.distributed.broadcast_object_list(failure, src=0)
-        if failure[0] is not None:
-            raise _error_of_rank0(*failure[0])
-        if not self.is_main and others:
-            result = work()
+            except BaseException as exc:  # every rank must hear of it, whatever it is
+                failure = exc
+        told = (type(failure).__name__, str(failure)) if failure is not None else None
+        reports: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(reports, told, group=self.wait_group)
+        if failure is not None:
+            raise failure
+        for rank, report in enumerate(reports):
+            if report is not None:
+                raise _error_of_rank(rank, *report)
         return result
 
     def sum_over_ranks(self, values: dict[str, float], count: int) -> tuple[dict[str, float], int]:
@@ -135,12 +162,12 @@ class DistContext:
                 torch.distributed.broadcast(buffer, src=0)
 
 
-def _error_of_rank0(kind: str, message: str) -> Exception:
+def _error_of_rank(rank: int, kind: str, message: str) -> Exception:
     if kind == "NonFiniteLossError":
         return NonFiniteLossError(message)
     if kind in ("UserError", "DataError"):
         return UserError(message)
-    return RuntimeError(f"rank 0 failed with {kind}: {message}")
+    return RuntimeError(f"rank {rank} failed with {kind}: {message}")
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -176,6 +203,8 @@ def process_group(device_name: str) -> Iterator[DistContext]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.distributed.init_process_group("nccl", timeout=TIMEOUT, device_id=device)
+        wait_group = torch.distributed.new_group(backend="gloo", timeout=TIMEOUT)
+        context = dataclasses.replace(context, wait_group=wait_group)
     else:
         torch.distributed.init_process_group("gloo", timeout=TIMEOUT)
     try:

@@ -37,7 +37,7 @@ from reffakd.runtime import capture_rng_state, restore_rng_state
 from reffakd.training.checkpoint import FORMAT, load_checkpoint
 from reffakd.training.distributed import DistContext, ddp_train_step
 from reffakd.training.optim import build_optimizer, build_schedule, clip_gradients
-from reffakd.training.precision import Precision, prepare_networks
+from reffakd.training.precision import Precision, prepare_networks, resolve_compute
 from reffakd.training.rundir import RunDir
 from reffakd.training.sinks import EpochSink, metrics_csv
 from reffakd.training.summary import summarize
@@ -71,6 +71,7 @@ class Trainer:
     dist: DistContext = field(default_factory=DistContext)
 
     def __post_init__(self) -> None:
+        self.compute = resolve_compute(self.compute, self.device)
         self.task.to(self.device)
         prepare_networks(self.task.networks().values(), self.compute, self.device)
         self.precision = Precision(self.compute, self.device)
@@ -87,7 +88,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpointing
     def state(self, epoch: int) -> dict[str, Any]:
         """The checkpoint of ``epoch``; under DDP every rank's RNG states are gathered in."""
-        rng = capture_rng_state()
+        rng = capture_rng_state(self.device)
         state = {
             "format": FORMAT,
             "epoch": epoch,
@@ -116,7 +117,7 @@ class Trainer:
             self.data_generator.set_state(state["data_generator"])
             self.task.load_extra_state(state.get("extra") or {})
             self.precision.load_state_dict(state.get("scaler") or {})
-            restore_rng_state(self._rank_rng(state))
+            restore_rng_state(self._rank_rng(state), self.device)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise UserError(
                 f"checkpoint {path} does not match this run ({first_line(exc)}); "
@@ -275,6 +276,8 @@ class Trainer:
                     "this method adds samples to each batch (CS-KD, DLB), which torchrun runs "
                     "do not support yet: train it in one process."
                 )
+            if raw.shape[1:] != loader.inputs.shape[1:]:  # a trimmed text batch: full width
+                raw = loader.inputs[batch.indices]
             raw = torch.cat([raw, loader.inputs[wanted]])
         inputs = self.transform(
             raw, train=True, generator=self.data_generator, rows=batch.rows, total=batch.total

@@ -1,6 +1,9 @@
 """Mixed precision, memory format and compilation: how fast a step runs, not what it computes.
 
-* ``fp32``: no autocast at all (the default; bit-identical to code without these options).
+* ``auto`` (the default): resolved once per run, before anything is written, to ``bf16`` with
+  channels-last where the device does bf16 matrix work in hardware (a CUDA GPU with bf16, a CPU
+  with AMX or AVX512-BF16 units), else to ``fp32``; the run records the concrete value.
+* ``fp32``: no autocast at all (bit-identical to code without these options).
 * ``bf16``: ``torch.autocast`` with bfloat16; same exponent range as fp32, so no loss scaling.
 * ``fp16``: ``torch.autocast`` with float16 and a ``torch.amp.GradScaler``: the loss is scaled
   before ``backward``, gradients are unscaled before clipping and the step, and steps whose
@@ -12,6 +15,8 @@ Loss maths runs in fp32 whatever the precision (the task casts logits before any
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,10 +33,48 @@ DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+AUTO = "auto"
+CPU_BF16_UNITS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_units() -> list[str]:
+    """The CPU's bf16 matrix units that torch reports (``amx_bf16``, ``avx512_bf16``), empty on a
+    CPU without them. oneDNN's own ``_is_mkldnn_bf16_supported`` is not used: it is also true on
+    AVX512 CPUs that emulate bf16 (slower than fp32)."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        found = capabilities()
+        return [unit for unit in CPU_BF16_UNITS if found.get(unit)]
+    checks = {"amx_bf16": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+    cpu = getattr(torch._C, "_cpu", None)
+    return [unit for unit, check in checks.items() if bool(getattr(cpu, check, bool)())]
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` does bf16 matrix work in hardware."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(cpu_bf16_units())
+    return False
+
+
+def resolve_compute(compute: ComputeConfig, device: torch.device) -> ComputeConfig:
+    """``compute`` with ``precision: auto`` made concrete for ``device``: ``bf16`` and
+    channels-last where :func:`native_bf16`, else ``fp32``; other precisions unchanged."""
+    if compute.precision != AUTO:
+        return compute
+    if native_bf16(device):
+        return dataclasses.replace(compute, precision="bf16", channels_last=True)
+    return dataclasses.replace(compute, precision="fp32")
+
+
 class Precision:
     """Autocast, the gradient scaler (fp16 only) and the input memory format of one run."""
 
     def __init__(self, compute: ComputeConfig, device: torch.device) -> None:
+        compute = resolve_compute(compute, device)
+        self.name = compute.precision
         self.dtype = DTYPES[compute.precision]
         self.device_type = device.type
         self.channels_last = compute.channels_last
@@ -75,14 +118,29 @@ def prepare_networks(
     networks: Iterable[nn.Module], compute: ComputeConfig, device: torch.device
 ) -> None:
     """Channels-last weights and in-place ``torch.compile`` (state_dict keys unchanged) for the
-    networks that run on every batch; ``cudnn.benchmark`` on CUDA."""
-    if device.type == "cuda":
+    networks that run on every batch; ``cudnn.benchmark`` on CUDA (unless deterministic)."""
+    set_deterministic(compute.deterministic)
+    if device.type == "cuda" and not compute.deterministic:
         torch.backends.cudnn.benchmark = True
+    compute = resolve_compute(compute, device)
     for network in networks:
         if compute.channels_last:
             network.to(memory_format=torch.channels_last)
         if compute.compile:
             network.compile()
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic kernels for the rest of the process (``compute.deterministic``): cuDNN
+    without autotuning, ``torch.use_deterministic_algorithms`` (ops that have no deterministic
+    version warn) and the cuBLAS workspace setting that makes its matmuls repeatable. Call it
+    before the first CUDA matmul; nothing happens when ``enabled`` is False."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def check_compiler(device: torch.device) -> None:

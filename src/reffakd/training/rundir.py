@@ -88,16 +88,21 @@ class RunDir:
             except BlockingIOError:
                 holder = _read_holder(fd)
                 os.close(fd)
+                if _is_stale(holder):  # the flock lives on in a leftover process: replace it
+                    lock_path.unlink(missing_ok=True)
+                    continue
                 raise UserError(
-                    f"run directory {self.path} is in use by process {holder}; wait for it to "
-                    "finish or choose another --out."
+                    f"run directory {self.path} is in use by process {_describe(holder)}; wait "
+                    "for it to finish or choose another --out."
                 ) from None
             if _same_file(fd, lock_path):
                 break
             os.close(fd)  # the file was replaced while we waited: lock the new one
         self._lock_fd = fd
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        pid = os.getpid()
+        holder = {"pid": pid, "host": socket.gethostname(), "start": process_start(pid)}
+        os.write(fd, json.dumps(holder).encode())
 
     def unlock(self) -> None:
         """Release the lock; a directory this lock created and nothing else used is removed."""
@@ -123,12 +128,64 @@ class RunDir:
         self.unlock()
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(fd: int) -> dict[str, Any]:
     try:
         holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
-        return f"{holder['pid']} on {holder['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if "pid" not in holder or "host" not in holder:
         return "(unknown)"
+    return f"{holder['pid']} on {holder['host']}"
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (field 22 of
+    ``/proc/PID/stat``); None where there is no /proc or no such process."""
+    stat = _proc_stat(pid)
+    if stat is None:
+        return None
+    try:
+        return int(stat[19])  # fields after the command's ")": state is field 3, start is 22
+    except (IndexError, ValueError):
+        return None
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (which may hold spaces)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 1 :].split()
+
+
+def _is_stale(holder: dict[str, Any]) -> bool:
+    """A lock whose recorded process, on this host, is gone, a zombie, or another process
+    with the same PID (its start time differs from the recorded one). Its flock is then held
+    by a leftover (a child that inherited the descriptor), not by a live run."""
+    pid, start = holder.get("pid"), holder.get("start")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:  # no such process, or no /proc to ask
+        return Path("/proc/self/stat").exists() or not _pid_alive(pid)
+    if stat[0] == "Z":
+        return True
+    return isinstance(start, int) and process_start(pid) != start
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _same_file(fd: int, path: Path) -> bool:
