@@ -35,6 +35,7 @@ from torch import Tensor
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
 from reffakd.data.dataset import DataSplits, check_classes, hold_out_validation
+from reffakd.data.fingerprint import data_fingerprint
 from reffakd.data.hf_text import (
     TOKENIZER_FILE,
     HFTokenizer,
@@ -95,6 +96,10 @@ class PreparedData(ABC):
     def describe(self) -> dict[str, Any]:
         """What a run summary records about the inputs."""
         return {"modality": self.modality, **self.model_input}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Class names, split sizes and label hashes (:mod:`reffakd.data.fingerprint`)."""
+        return data_fingerprint(self.splits)
 
     def save_inputs(self, folder: Path) -> None:
         """Record in a run directory what its model's inputs mean (default: nothing to record)."""

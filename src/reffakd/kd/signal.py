@@ -70,7 +70,6 @@ class SourceContext:
         return list(self.data.splits.class_names)
 
 
-
 @dataclass
 class SignalRecord:
     """What a source recorded: ``info`` goes into the run summary under ``key``; ``phases`` are

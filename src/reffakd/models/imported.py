@@ -56,9 +56,7 @@ def build_imported(spec: str, num_classes: int, **inputs: int) -> nn.Module:
     offered = {"num_classes": num_classes, **inputs}
     model = factory(**_accepted(factory, offered))
     if not isinstance(model, nn.Module):
-        raise UserError(
-            f"model {spec!r} returned a {type(model).__name__}, not a torch nn.Module."
-        )
+        raise UserError(f"model {spec!r} returned a {type(model).__name__}, not a torch nn.Module.")
     return model
 
 

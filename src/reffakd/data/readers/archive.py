@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 import tarfile
 import zipfile
 import zlib
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt, one_line
 from reffakd.errors import DataError
+from reffakd.files import regular_file
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -58,6 +60,20 @@ class Tree:
         return DataError(f"{self.describe(rel)} is missing; the dataset is incomplete, {FIX_HINT}.")
 
 
+def _raise(err: OSError) -> None:
+    """os.walk skips a folder it cannot list; an unreadable folder is the user's to fix."""
+    raise err
+
+
+def _regular_stat(path: Path) -> os.stat_result | None:
+    """The stat of a regular file (through symlinks); None for anything else."""
+    try:
+        result = path.stat()
+    except FileNotFoundError:  # a dangling symlink
+        return None
+    return result if stat_module.S_ISREG(result.st_mode) else None
+
+
 class DirTree(Tree):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -66,15 +82,19 @@ class DirTree(Tree):
     def _scan(self) -> dict[str, tuple[int, int]]:
         if self._stats is None:
             stats = {}
-            for dirpath, dirnames, filenames in os.walk(self.path, followlinks=True):
+            walk = os.walk(self.path, onerror=_raise, followlinks=True)
+            for dirpath, dirnames, filenames in walk:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 base = Path(dirpath).relative_to(self.path).as_posix()
                 for filename in filenames:
                     if filename.startswith("."):
                         continue
                     rel = filename if base == "." else f"{base}/{filename}"
-                    stat = os.stat(os.path.join(dirpath, filename))
-                    stats[rel] = (stat.st_size, stat.st_mtime_ns)
+                    stat = _regular_stat(Path(dirpath, filename))
+                    if stat is not None:
+                        stats[rel] = (stat.st_size, stat.st_mtime_ns)
+                    elif is_image(rel):  # a FIFO named like an image would block the read
+                        regular_file(Path(dirpath, filename), "image")
             self._stats = dict(sorted(stats.items()))
         return self._stats
 
@@ -83,7 +103,7 @@ class DirTree(Tree):
 
     def read(self, rel: str) -> bytes:
         try:
-            return (self.path / rel).read_bytes()
+            return regular_file(self.path / rel, "image").read_bytes()
         except FileNotFoundError:
             raise self.missing(rel) from None
         except OSError as err:
