@@ -33,11 +33,12 @@ from reffakd.data.dataset import DataSplits, ImageSplit, RawDataset, hold_out_va
 from reffakd.data.prepare import PreparedImages
 from reffakd.data.readers.image_modes import to_uint8
 from reffakd.data.spec import DatasetSpec
-from reffakd.errors import DataError, UserError
+from reffakd.errors import DataError, UserError, UserTypeError
 
 USER_DATA = "user data"
 DEFAULT_KEYS = ("image", "label")
 SPLIT_KEYS = ("train", "val", "test", "class_names")
+MAX_CLASSES = 100_000  # numbered classes: more is a stray label, not a dataset
 ALIASES = {"validation": "val"}  # Hugging Face's name for the validation split
 NO_AUGMENTATION = {"crop_padding": 0, "flip": False, "rotation": 0.0}
 
@@ -151,7 +152,7 @@ def _as_tensor(value: Any, what: str, number: int) -> Tensor:
 
 def _labels(labels: Tensor) -> Tensor:
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise UserError(f"labels must be integer class indices, got {labels.dtype}.")
+        raise UserTypeError(f"labels must be integer class indices, got {labels.dtype}.")
     if len(labels) and int(labels.min()) < 0:
         raise UserError(f"labels must be class indices >= 0, found {int(labels.min())}.")
     return labels.to(torch.int64)
@@ -240,8 +241,7 @@ def user_splits(
     gathered = {k: gather(parts[k], keys) for k in ("train", "val", "test") if k in parts}
     names = parts.get("class_names") or class_names_of(parts["train"], keys[1])
     if names is None:
-        top = max(int(y.max()) for _, y in gathered.values() if len(y))
-        names = [str(k) for k in range(top + 1)]
+        names = _numbered_classes(gathered)
     splits = {k: image_split(x, y, names) for k, (x, y) in gathered.items()}
     train = splits["train"]
     test = splits.get("test") or train.subset(torch.zeros(0, dtype=torch.int64))
@@ -249,6 +249,18 @@ def user_splits(
         return DataSplits(USER_DATA, train, splits["val"], test, USER_DATA)
     raw = RawDataset(USER_DATA, train, test, source=USER_DATA)
     return hold_out_validation(raw, val_fraction, split_seed)
+
+
+def _numbered_classes(gathered: dict[str, tuple[Tensor, Tensor]]) -> list[str]:
+    """Classes "0".."top" for the largest label, refusing a label that would make a table of
+    classes too large for memory (a stray 10**12)."""
+    top = max(int(y.max()) for _, y in gathered.values() if len(y))
+    if top >= MAX_CLASSES:
+        raise UserError(
+            f"labels go up to {top}, which would make {top + 1:,} classes (at most "
+            f"{MAX_CLASSES:,}); number the classes 0..C-1, or pass class_names."
+        )
+    return [str(k) for k in range(top + 1)]
 
 
 def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedImages:
