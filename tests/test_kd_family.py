@@ -27,9 +27,13 @@ from reffakd.models import build_model
 
 @pytest.fixture(scope="module")
 def teacher_run(tiny_data, tmp_path_factory, module_env) -> Path:
-    """A LeNet-5 trained with plain CE for one epoch: the teacher of every network source."""
+    """A LeNet-5 trained with plain CE for one epoch: the teacher of every network source.
+
+    Its data record is removed: these tests pair it with small synthetic splits of the same
+    shape (the data check has its own tests in test_bad_inputs.py)."""
     out = tmp_path_factory.mktemp("teacher") / "run"
     assert main(train_args(tiny_data, out, "--method", "ce")) == 0
+    (out / "data.json").unlink()
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from reffakd.errors import UserError, first_line
+from reffakd.errors import UserError, UserTypeError, first_line
 
 
 @dataclass
@@ -322,7 +322,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
 
 
 def _type_error(key: str, expected: str, value: Any) -> UserError:
-    return UserError(
+    return UserTypeError(
         f"config key '{key}' must be {expected}, got {value!r}; fix it in the config file or --set."
     )
 

@@ -61,6 +61,12 @@ def os_error_message(exc: OSError) -> str | None:
     return f"{where}{exc.strerror or exc}; {advice}"
 
 
+def read_regular(path: Path, what: str) -> bytes:
+    """The bytes of a user's file, which must be a regular file (:func:`regular_file`); the
+    file system refusing the read stays an OSError, for :func:`os_error_message` to word."""
+    return regular_file(path, what).read_bytes()
+
+
 def regular_file(path: Path, what: str) -> Path:
     """``path`` if it is a regular file (through symlinks); else a DataError naming what it is.
 

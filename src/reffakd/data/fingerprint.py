@@ -53,7 +53,8 @@ def fingerprint_difference(recorded: dict[str, Any], current: dict[str, Any]) ->
     old_hash, new_hash = recorded.get("labels_sha256") or {}, current.get("labels_sha256") or {}
     changed = [s for s in SPLITS if old_hash.get(s) != new_hash.get(s)]
     if changed:
-        return f"the labels of the {'/'.join(changed)} split differ (same sizes, other labels)"
+        splits = f"{'/'.join(changed)} split{'s' if len(changed) > 1 else ''}"
+        return f"other labels in the {splits} at the same sizes"
     return None
 
 

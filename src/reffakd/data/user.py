@@ -29,7 +29,13 @@ from PIL import Image
 from torch import Tensor
 
 from reffakd.data.augment import channel_stats
-from reffakd.data.dataset import DataSplits, ImageSplit, RawDataset, hold_out_validation
+from reffakd.data.dataset import (
+    DataSplits,
+    ImageSplit,
+    RawDataset,
+    hold_out_validation,
+    require_every_class,
+)
 from reffakd.data.prepare import PreparedImages
 from reffakd.data.readers.image_modes import to_uint8
 from reffakd.data.spec import DatasetSpec
@@ -266,6 +272,13 @@ def _numbered_classes(gathered: dict[str, tuple[Tensor, Tensor]]) -> list[str]:
 def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedImages:
     """What training needs from user splits. Without ``image_size`` the images' own side is
     used; non-square images then need one, as the engine trains on square inputs."""
+    require_every_class(
+        "the data",
+        list(splits.class_names),
+        splits.train.labels,
+        "number the classes 0..C-1 without gaps, pass class_names of the classes present, or "
+        "lower data.val_fraction.",
+    )
     channels, height, width = splits.train.shape
     for name, split in (("val", splits.val), ("test", splits.test)):
         if len(split) and split.shape != splits.train.shape:

@@ -10,9 +10,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt, one_line
+from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt
 from reffakd.errors import DataError
-from reffakd.files import regular_file
+from reffakd.files import read_regular, regular_file
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -102,12 +102,9 @@ class DirTree(Tree):
         return list(self._scan())
 
     def read(self, rel: str) -> bytes:
-        try:
-            return regular_file(self.path / rel, "image").read_bytes()
-        except FileNotFoundError:
-            raise self.missing(rel) from None
-        except OSError as err:
-            raise DataError(one_line(f"cannot read {self.describe(rel)}: {err}")) from err
+        if not (self.path / rel).exists() and not (self.path / rel).is_symlink():
+            raise self.missing(rel)
+        return read_regular(self.path / rel, "file")
 
     def identity(self) -> str:
         digest = hashlib.sha256()

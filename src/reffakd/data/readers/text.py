@@ -38,6 +38,7 @@ import torch
 from reffakd.data.readers.common import PathLike
 from reffakd.data.text import LabelledTexts, RawTextDataset, hold_out_texts
 from reffakd.errors import DataError, UserError
+from reffakd.files import read_regular
 
 SST2_CLASSES = ["negative", "positive"]
 AGNEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -472,10 +473,7 @@ def _jsonl_records(file: _File, options: TextFileOptions) -> list[_Record]:
 
 def _read_records(path: Path, options: TextFileOptions) -> tuple[_File, list[_Record]]:
     fmt = textfile_format(path, options)
-    try:
-        file = _File(str(path), path.read_bytes())
-    except OSError as err:
-        raise DataError(f"cannot read {path} ({err.strerror}); check the path.") from err
+    file = _File(str(path), read_regular(path, "text file"))
     if fmt == "jsonl":
         records = _jsonl_records(file, options)
     else:
