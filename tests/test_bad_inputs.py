@@ -8,8 +8,14 @@ The table below feeds the CLI one bad input per case and checks, for every case:
 * the ``--out`` folder exactly as it was found (absent, empty, or the run it held);
 * the same command, corrected, then succeeds in that same ``--out`` folder.
 
-Runs use a tiny Fashion-MNIST (60 training images) and one epoch, so a corrected run costs well
-under a second. The kill, interrupt and full-disk behaviour is tested at the end.
+Families: names, numbers, soft-label files, teachers (another kind of run, another split, other
+data), config files and ``--set``, image folders and IDX files, ``--out`` and ``--resume``
+(options, other data, a checkpoint that does not fit), text files and their labels, readers
+(pipes, dangling symlinks, CIFAR types), and the OS refusing a read (no permission, a name too
+long), each case naming the message it expects. Runs use a tiny Fashion-MNIST (60 training
+images) and one epoch, so a corrected run costs well under a second. After the table: the kill,
+interrupt and full-disk behaviour, the run record, ``bench`` and ``tune`` (checked before
+writing) and the Python API (``ValueError``/``TypeError``, the drop-in losses).
 """
 
 from __future__ import annotations
@@ -237,6 +243,23 @@ def unlistable(folder: Path) -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "scandir", fake)
+        yield
+
+
+@contextlib.contextmanager
+def unsearchable(folder: Path, dataset: str = "fashion-mnist") -> Iterator[None]:
+    """Looking for ``dataset`` in ``folder`` fails with EACCES, as in a folder without read
+    permission."""
+    spec = get_spec(dataset)
+    real = spec.probe
+
+    def fake(path, dedicated):
+        if str(path).startswith(str(folder)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, dedicated)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spec, "probe", fake)
         yield
 
 
@@ -1118,6 +1141,14 @@ RESUME_CASES = [
 
 OS_ERROR_CASES = [
     Case(
+        "data-dir-unreadable",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "(Permission denied); check the permissions of --data-dir",
+        prepare=lambda i: i.bad_data(),
+        simulate=lambda i: unsearchable(i.files / "data"),
+    ),
+    Case(
         "config-unreadable",
         lambda i: i.train("--config", _config(i, "seed: 1\n")),
         lambda i: i.train("--config", _config(i, "seed: 1\n")),
@@ -1187,7 +1218,7 @@ def run_main(argv: list[str]) -> int:
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 75
     assert len({case.id for case in CASES}) == len(CASES)
 
 
@@ -1364,7 +1395,17 @@ def test_orphan_temp_files_are_removed_when_a_run_continues(inputs):
     assert keep.read_bytes() == b"the user's own file"
 
 
-@pytest.mark.parametrize("case_id", ["out-under-a-file", "config-not-utf8", "seed-2**64"])
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "out-under-a-file",
+        "config-not-utf8",
+        "seed-2**64",
+        "images-fifo-named-like-an-image",  # no hang: the reader never opens the pipe
+        "config-name-too-long",
+        "resume-checkpoint-without-history",
+    ],
+)
 def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
     """The table's cases in-process, a few of them again as ``python -m reffakd``."""
     case = next(case for case in CASES if case.id == case_id)
@@ -1374,7 +1415,7 @@ def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
         [sys.executable, "-m", "reffakd", *case.bad(inputs)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
