@@ -1122,6 +1122,20 @@ RESUME_CASES = [
         prepare=lambda i: (_run_in(i), _idx(i, labels=torch.where(torch.arange(60) == 3, 4, N))),
     ),
     Case(
+        "soft-labels-resume-on-other-labels",
+        lambda i: [
+            *["soft-labels", "--out", str(i.out), "--resume", "--no-progress"],
+            *["--data-dir", str(i.files / "data")],
+        ],
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume", "--no-progress"],
+        "made on other data than this run's (other labels in the train/val splits",
+        prepare=lambda i: (
+            _copy_run(i.soft_label_run, i.out),
+            (i.out / "summary.json").unlink(),
+            _idx(i, labels=torch.roll(N, 1)),
+        ),
+    ),
+    Case(
         "resume-checkpoint-without-history",
         lambda i: ["train", "--resume", str(i.out)],
         lambda i: ["train", "--resume", str(i.out), "--no-progress"],
@@ -1511,6 +1525,10 @@ def test_input_errors_of_the_api_are_value_and_type_errors(inputs):
         train_student(config, inputs.out)
     with pytest.raises(TypeError, match="'seed' must be an integer"):
         from_dict(TrainConfig, {"seed": "one"})
+    with pytest.raises(TypeError, match="student must be a torch nn.Module, got str"):
+        train_student(TrainConfig(), inputs.out, student="lenet5")
+    with pytest.raises(TypeError, match="cannot read samples from a object"):
+        train_student(TrainConfig(student="lenet5"), inputs.out, data=object())
     with pytest.raises(ValueError, match="1 class"):
         train_student(
             TrainConfig(student="lenet5"),

@@ -85,7 +85,7 @@ def _tensor_pair(data: Any) -> tuple[Tensor, Tensor] | None:
 
 def _items(data: Any) -> Iterable[Any]:
     if isinstance(data, Tensor | np.ndarray | str | bytes | Mapping):
-        raise UserError(
+        raise UserTypeError(
             f"cannot read samples from a {type(data).__name__}: pass a Dataset of (input, label) "
             "pairs, a pair of tensors (inputs, labels), or an iterable of (inputs, labels) batches."
         )
@@ -93,7 +93,7 @@ def _items(data: Any) -> Iterable[Any]:
         return (data[i] for i in range(len(data)))
     if isinstance(data, Iterable):
         return data
-    raise UserError(
+    raise UserTypeError(
         f"cannot read samples from a {type(data).__name__}: it is neither a dataset (len and "
         "indexing) nor an iterable of (inputs, labels) batches."
     )
@@ -136,7 +136,7 @@ def _split_item(item: Any, keys: Sequence[str], number: int) -> tuple[Any, Any]:
         return item[keys[0]], item[keys[1]]
     if isinstance(item, tuple | list) and len(item) >= 2:
         return item[0], item[1]
-    raise UserError(
+    raise UserTypeError(
         f"item {number} is a {type(item).__name__}, not an (input, label) pair or a mapping."
     )
 
@@ -150,7 +150,7 @@ def _as_tensor(value: Any, what: str, number: int) -> Tensor:
     try:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError, RuntimeError):
-        raise UserError(
+        raise UserTypeError(
             f"item {number}: the {what} is a {type(value).__name__}, not a tensor, array, "
             "number or PIL image."
         ) from None

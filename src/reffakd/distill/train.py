@@ -28,7 +28,7 @@ from reffakd.config import TrainConfig, load_yaml
 from reffakd.data.prepare import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, absolute_paths, build_run
-from reffakd.errors import UserError
+from reffakd.errors import UserError, UserTypeError
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
@@ -140,7 +140,7 @@ def _recorded(config: TrainConfig, student: nn.Module | None, data: Any) -> Trai
     """A copy of ``config`` naming the module and data passed as objects."""
     if student is not None:
         if not isinstance(student, nn.Module):
-            raise UserError(f"student must be a torch nn.Module, got {type(student).__name__}.")
+            raise UserTypeError(f"student must be a torch nn.Module, got {type(student).__name__}.")
         config = dataclasses.replace(config, student=user_module_name(student))
     if data is not None and not isinstance(data, PreparedData):
         data_config = dataclasses.replace(config.data, name=USER_DATA, data_dir=None)

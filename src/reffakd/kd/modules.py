@@ -265,7 +265,7 @@ def class_table(soft_labels: Any) -> Tensor:
     """A (C, C) float32 table of probability rows from a tensor or an object with ``table``."""
     table = getattr(soft_labels, "table", soft_labels)
     if not isinstance(table, Tensor):
-        raise UserError(
+        raise UserTypeError(
             f"soft labels must be a (C, C) tensor or SoftLabels, got {type(soft_labels).__name__}."
         )
     table = table.detach().to(torch.float32).cpu()

@@ -182,8 +182,9 @@ def open_tree(path: PathLike) -> Tree:
     path = Path(path)
     if path.is_dir():
         return DirTree(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"{path} does not exist; check --data-dir/REFFAKD_DATA.")
+    regular_file(path, "archive")  # a pipe would block the read
     if zipfile.is_zipfile(path):
         return ZipTree(path)
     try:
