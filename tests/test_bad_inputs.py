@@ -46,8 +46,10 @@ from PIL import Image
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.config import TrainConfig, from_dict
+from reffakd.data.fingerprint import fingerprint_difference
 from reffakd.data.spec import get_spec
 from reffakd.distill.train import train_student
+from reffakd.files import os_error_message
 from reffakd.kd.modules import LabelSmoothingLoss
 from reffakd.training import engine
 
@@ -1572,3 +1574,41 @@ def test_drop_in_losses_name_the_bad_argument(logits, labels, error, message):
 def test_drop_in_losses_give_nan_for_nan_logits_as_torch_does():
     logits = torch.full((2, 3), float("nan"))
     assert torch.isnan(LabelSmoothingLoss(3)(logits, torch.tensor([0, 1])))
+
+
+# --------------------------------------------------------------------------- OS errors, one place
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line(inputs, capsys):
+    assert run_main(inputs.train(out=inputs.files / ("o" * 300))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "File name too long; fix the path." in err
+    assert list(inputs.files.iterdir()) == []
+
+
+def test_only_the_users_os_errors_become_messages():
+    """Errors of the user's files are worded; others (a bug) keep their traceback."""
+    refused = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/x.yaml")
+    message = os_error_message(refused)
+    assert (
+        message
+        == "/data/x.yaml: Permission denied; check the permissions of the file and its folders"
+    )
+    assert os_error_message(OSError(errno.EBADF, os.strerror(errno.EBADF))) is None
+
+
+def test_the_fingerprint_names_what_differs(inputs):
+    recorded = {
+        "class_names": ["a", "b"],
+        "split_sizes": {"train": 10, "val": 2, "test": 4},
+        "labels_sha256": {"train": "1", "val": "2", "test": "3"},
+    }
+    assert fingerprint_difference(recorded, recorded) is None
+    other = {**recorded, "labels_sha256": {"train": "1", "val": "2", "test": "9"}}
+    assert (
+        fingerprint_difference(recorded, other)
+        == "other labels in the test split at the same sizes"
+    )
+    names = [f"c{k}" for k in range(10)]
+    assert fingerprint_difference(recorded, {**recorded, "class_names": names}) == (
+        "class names ['a', 'b'] -> ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', ...] (10 classes)"
+    )
