@@ -290,7 +290,7 @@ def test_run_directory_in_use_or_finished_is_refused(tiny_data, tmp_path, capsys
     holder = (
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
         "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); "
-        'os.write(fd, b\'{"pid": 7, "host": "h"}\'); '
+        "os.write(fd, b'{\"pid\": 7, \"host\": \"h\"}'); "
         "print('locked', flush=True); time.sleep(60)"
     )
     sleeper = subprocess.Popen(

@@ -74,9 +74,9 @@ def test_reffakd_loss_options_and_inputs(tmp_path) -> None:
         6 * C
     )
     assert torch.allclose(from_file(logits, labels), expected, atol=1e-6)
-    assert torch.allclose(
-        ReffAKDLoss(table())(logits, labels), ReffAKDLoss(SoftLabels(table()))(logits, labels)
-    )
+    assert torch.allclose(ReffAKDLoss(table())(logits, labels), ReffAKDLoss(SoftLabels(table()))(
+        logits, labels
+    ))
     with pytest.raises(UserError, match="unknown option 'loss.nope'"):
         ReffAKDLoss(table(), nope=1)
     with pytest.raises(UserError, match="alpha must be in"):

@@ -123,7 +123,9 @@ def group(tmp_path, monkeypatch):
 
     def install(entry_points: str, modules: dict[str, str]) -> Registry:
         name = f"test.group{len(list(tmp_path.iterdir()))}"
-        installed_by_hand(tmp_path / name, "demo-" + name[-1], f"[{name}]\n{entry_points}", modules)
+        installed_by_hand(
+            tmp_path / name, "demo-" + name[-1], f"[{name}]\n{entry_points}", modules
+        )
         monkeypatch.syspath_prepend(str(tmp_path / name))
         return Registry("thing", entry_points=name)
 
@@ -155,11 +157,8 @@ def test_a_module_entry_point_registers_itself(group) -> None:
 
 def test_broken_and_clashing_plugins_are_one_line_errors(group) -> None:
     broken = group("bad = demo_broken:thing\n", {"demo_broken": "import no_such_dependency\n"})
-    with pytest.raises(
-        UserError,
-        match=r"plugin entry point bad = demo_broken:thing .* failed "
-        r"to load \(ModuleNotFoundError: No module named 'no_such_dependency'\)",
-    ):
+    with pytest.raises(UserError, match=r"plugin entry point bad = demo_broken:thing .* failed "
+                       r"to load \(ModuleNotFoundError: No module named 'no_such_dependency'\)"):
         broken.get("bad")
     clash = group("first = demo_objects:FIRST\n", {"demo_objects": "FIRST = object()\n"})
     clash.add("first", object())

@@ -123,20 +123,8 @@ def test_a_failed_report_is_a_warning_not_a_failed_run(tiny_data, tmp_path, monk
 
 def test_soft_labels_write_their_report_and_command(tiny_data, tmp_path, capsys) -> None:
     out = tmp_path / "aesl"
-    argv = [
-        "soft-labels",
-        "--dataset",
-        f"fashion-mnist:{tiny_data}",
-        "--out",
-        str(out),
-        "--epochs",
-        "1",
-        "-k",
-        "4",
-        "--no-progress",
-        "--set",
-        "optim.milestones=[1]",
-    ]
+    argv = ["soft-labels", "--dataset", f"fashion-mnist:{tiny_data}", "--out", str(out),
+            "--epochs", "1", "-k", "4", "--no-progress", "--set", "optim.milestones=[1]"]
     assert main(argv) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out.splitlines()
     assert (out / "command.txt").read_text() == shlex.join(["reffakd", *argv]) + "\n"

@@ -114,9 +114,9 @@ class BatchTransform:
         ``F.affine_grid``'s identity map, so that both grids start from the same numbers."""
         if self._base_xy is None or self._base_xy[0].device != device:
             size = self.out_size
-            identity = F.affine_grid(_IDENTITY.to(device), [1, 1, size, size], align_corners=False)[
-                0
-            ]
+            identity = F.affine_grid(
+                _IDENTITY.to(device), [1, 1, size, size], align_corners=False
+            )[0]
             self._base_xy = (identity[0, :, 0].contiguous(), identity[:, 0, 1].contiguous())
         return self._base_xy
 

@@ -31,8 +31,6 @@ from reffakd.hub import hub_location, import_transformers
 
 TOKENIZER_FILE = "tokenizer.json"  # what a run directory records about an HF tokenizer
 TOKENIZER_FORMAT = "reffakd-tokenizer"
-
-
 @dataclass(frozen=True)
 class HFTokenizer:
     """A loaded HF tokenizer and what the run needs from it."""

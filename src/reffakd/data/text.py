@@ -315,7 +315,9 @@ def hold_out_texts(
     return whole.subset(kept), whole.subset(held)
 
 
-def limit_train(train: LabelledTexts, limit: int, seed: int, num_classes: int) -> LabelledTexts:
+def limit_train(
+    train: LabelledTexts, limit: int, seed: int, num_classes: int
+) -> LabelledTexts:
     """A seeded, stratified subset of about ``limit`` texts: ``round(n_c * limit / n)`` of every
     class c, in their original order (all of them when ``limit >= n``)."""
     if limit >= len(train):

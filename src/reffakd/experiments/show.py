@@ -74,20 +74,22 @@ def _training(directory: Path) -> tuple[Facts, str]:
         f"on {summary.get('selection_metric', 'val_top1')})"
     )
     seconds = summary.get("seconds_total") or 0.0
-    facts = [
-        ("run", f"{directory} (training, finished)"),
-        (
-            "method",
-            f"{method.get('name', '?')}: source {method.get('source') or 'none'}, "
-            f"loss {method.get('loss', '?')}",
-        ),
-        ("options", "; ".join(o for o in options if o)),
-        ("student", student),
-        ("dataset", f"{summary.get('dataset', '?')} ({sizes})"),
-        ("epochs", epochs),
-        ("signal", _signal(summary)),
-        ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
-    ]
+    facts = (
+        [
+            ("run", f"{directory} (training, finished)"),
+            (
+                "method",
+                f"{method.get('name', '?')}: source {method.get('source') or 'none'}, "
+                f"loss {method.get('loss', '?')}",
+            ),
+            ("options", "; ".join(o for o in options if o)),
+            ("student", student),
+            ("dataset", f"{summary.get('dataset', '?')} ({sizes})"),
+            ("epochs", epochs),
+            ("signal", _signal(summary)),
+            ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
+        ]
+    )
     rows = []
     for which, epoch_key in (("best", "best_epoch"), ("last", "epochs")):
         record = summary.get(which) or {}
@@ -114,13 +116,15 @@ def _soft_labels(directory: Path) -> tuple[Facts, str]:
         f"epochs {summary.get('epochs')} (best {summary.get('best_epoch')}), "
         f"val MSE {best.get('val_mse', best.get('train_mse'))}"
     )
-    facts = [
-        ("run", f"{directory} (soft labels, finished)"),
-        ("dataset", meta.get("dataset", "?")),
-        ("table", table_text),
-        ("autoencoder", autoencoder),
-        ("cost", _signal(summary)),
-    ]
+    facts = (
+        [
+            ("run", f"{directory} (soft labels, finished)"),
+            ("dataset", meta.get("dataset", "?")),
+            ("table", table_text),
+            ("autoencoder", autoencoder),
+            ("cost", _signal(summary)),
+        ]
+    )
     return facts, ""
 
 

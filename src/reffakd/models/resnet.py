@@ -174,3 +174,4 @@ def resnet50_tin(num_classes: int, in_channels: int = 3, image_size: int = 64) -
     """ResNet-50 with the notebooks' 64x64 head (``Linear(8192, C)``)."""
     _check_notebook_size("resnet50_tin", image_size)
     return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, "avg4", image_size)
+
