@@ -42,6 +42,7 @@ import torch
 import yaml
 from conftest import dump, write_idx_labels, write_tiny_idx_dataset
 from PIL import Image
+from torch import nn
 
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
@@ -50,7 +51,7 @@ from reffakd.data.fingerprint import fingerprint_difference
 from reffakd.data.spec import get_spec
 from reffakd.distill.train import train_student
 from reffakd.files import os_error_message
-from reffakd.kd.modules import LabelSmoothingLoss
+from reffakd.kd.modules import KDLoss, LabelSmoothingLoss
 from reffakd.training import engine
 
 FMNIST_CLASSES = list(get_spec("fashion-mnist").class_names or [])
@@ -1612,3 +1613,11 @@ def test_the_fingerprint_names_what_differs(inputs):
     assert fingerprint_difference(recorded, {**recorded, "class_names": names}) == (
         "class names ['a', 'b'] -> ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', ...] (10 classes)"
     )
+
+
+def test_loss_options_take_any_number_and_refuse_other_types():
+    assert KDLoss(nn.Linear(2, 3), alpha=np.float32(0.5), temperature=np.int64(4)) is not None
+    with pytest.raises(TypeError, match="option 'loss.alpha' of loss 'kd' must be a number"):
+        KDLoss(nn.Linear(2, 3), alpha=[0.5])
+    with pytest.raises(TypeError, match="option 'loss.temperature' of loss 'kd' must be a number"):
+        KDLoss(nn.Linear(2, 3), temperature="4")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +131,8 @@ def option_defaults(factory: Callable[..., Any], skip: int = 0) -> dict[str, Any
 # otherwise crash a comparison deep inside the loss.
 _KINDS: tuple[tuple[type, tuple[type, ...], str], ...] = (
     (bool, (bool,), "true or false"),
-    (float, (int, float), "a number"),
-    (int, (int,), "an integer"),
+    (float, (numbers.Real,), "a number"),
+    (int, (numbers.Integral,), "an integer"),
     (str, (str,), "text"),
 )
 
