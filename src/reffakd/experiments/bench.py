@@ -40,11 +40,13 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.data.spec import get_spec
+from reffakd.distill.build import validate_names
 from reffakd.distill.train import train_student
 from reffakd.errors import NonFiniteLossError, UserError, first_line
 from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_budget, plot_method_curves
 from reffakd.experiments.stats import difference
-from reffakd.files import atomic_write_text, write_json
+from reffakd.files import atomic_write_text, refused_writes, write_json
 from reffakd.kd.methods import PRESETS, resolve_method
 from reffakd.lwkd.teacher import TEACHER_DIR
 from reffakd.training.rundir import RunDir, record_command
@@ -160,16 +162,20 @@ def train_config(suite: Suite, dataset: str, seed: int, overrides: dict[str, Any
     return from_dict(TrainConfig, values)
 
 
-def run_suite(
-    suite: Suite, out: Path, data_dir: str | None = None, command: str | None = None
-) -> dict[str, Any]:
-    """Run (or continue) every run of ``suite`` in ``out`` and write the results files.
-    ``command``: the command line, appended to ``command.txt``."""
-    paths = BenchPaths(Path(out))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
-    record_command(paths.root, command)
+@dataclass
+class Step:
+    """One run of a bench: the soft labels, the teacher, or a method run, with its config."""
+
+    kind: str  # "aesl", "teacher" or "method"
+    config: Any  # SoftLabelConfig or TrainConfig
+    out: Path
+
+
+def plan_suite(suite: Suite, paths: BenchPaths, data_dir: str | None = None) -> list[Step]:
+    """Every run of ``suite`` in order, its config built and its names checked; writes nothing
+    (a refused suite leaves ``--out`` as it was)."""
     data_override = {"data": {"data_dir": data_dir}} if data_dir else {}
+    steps = []
     for dataset in suite.datasets:
         for seed in suite.seeds:
             needs = {resolve_method(m).signal for m in suite.methods}
@@ -177,13 +183,12 @@ def run_suite(
                 values = merge(to_dict(SoftLabelConfig()), merge(suite.ae, data_override))
                 values["data"] = {**values.get("data", {}), "name": dataset}
                 values.update(seed=seed, progress=False)
-                make_soft_labels(
-                    from_dict(SoftLabelConfig, values), paths.aesl(dataset, seed), resume=True
-                )
+                config = from_dict(SoftLabelConfig, values)
+                steps.append(Step("aesl", config, paths.aesl(dataset, seed)))
             if "teacher" in needs:
                 config = train_config(suite, dataset, seed, merge(suite.teacher, data_override))
                 config.method = "ce"
-                _train_once(config, paths.teacher(dataset, seed))
+                steps.append(Step("teacher", config, paths.teacher(dataset, seed)))
             ordered = sorted(suite.methods, key=lambda m: m != "ce")  # ce is the self-teacher
             light_teachers: dict[str, Path] = {}
             for method in ordered:
@@ -193,12 +198,43 @@ def run_suite(
                 _attach_artefacts(config, paths, dataset, seed)
                 run = paths.run(dataset, method, seed)
                 _share_light_teacher(config, light_teachers, run)
-                _train_method_run(config, run)
+                steps.append(Step("method", config, run))
             for multiple in suite.ce_budget:
                 config = train_config(suite, dataset, seed, data_override)
                 config.method = "ce"
                 scale_schedule(config, multiple)
-                _train_method_run(config, paths.run(dataset, budget_name(multiple), seed))
+                steps.append(
+                    Step("method", config, paths.run(dataset, budget_name(multiple), seed))
+                )
+    for step in steps:
+        if isinstance(step.config, TrainConfig):
+            validate_names(step.config)
+        else:
+            get_spec(step.config.data.name)
+    return steps
+
+
+def run_suite(
+    suite: Suite, out: Path, data_dir: str | None = None, command: str | None = None
+) -> dict[str, Any]:
+    """Run (or continue) every run of ``suite`` in ``out`` and write the results files.
+    ``command``: the command line, appended to ``command.txt``. The whole suite is checked
+    before the first file is written."""
+    paths = BenchPaths(Path(out))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise UserError(f"bench directory {out} is a file, not a folder; choose another --out.")
+    steps = plan_suite(suite, paths, data_dir)
+    with refused_writes(paths.root, "create the bench directory"):
+        paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
+    record_command(paths.root, command)
+    for step in steps:
+        if step.kind == "aesl":
+            make_soft_labels(step.config, step.out, resume=True)
+        elif step.kind == "teacher":
+            _train_once(step.config, step.out)
+        else:
+            _train_method_run(step.config, step.out)
     results = collect_results(suite, paths)
     write_results(results, paths.root, suite)
     return results

@@ -23,7 +23,15 @@ import yaml
 from reffakd.aesl.autoencoder import make_soft_labels
 from reffakd.aesl.similarity import soft_labels_from_similarity
 from reffakd.aesl.soft_labels import SoftLabels
-from reffakd.config import TrainConfig, ae_config_for, apply_overrides, from_dict, to_dict
+from reffakd.config import (
+    TrainConfig,
+    ae_config_for,
+    apply_overrides,
+    from_dict,
+    to_dict,
+    yaml_value,
+)
+from reffakd.distill.build import validate_names
 from reffakd.distill.train import train_student
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text, write_json
@@ -39,7 +47,7 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
         if "=" not in spec:
             raise UserError(f"--grid expects KEY=V1,V2,... (e.g. loss.alpha=0.1,0.5), got {spec!r}")
         key, raw = spec.split("=", 1)
-        values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+        values = [yaml_value(v) for v in raw.split(",") if v.strip()]
         if not values:
             raise UserError(f"--grid {key} has no values.")
         grid[key.strip()] = values
@@ -69,6 +77,8 @@ def run_tune(
     if base.data.val_fraction <= 0:
         raise UserError("tune scores trials on the validation split: set data.val_fraction > 0.")
     chosen = trials(grid, samples, base.seed)
+    for trial in chosen:  # every trial's config checked before the first file is written
+        validate_names(trial_config(base, trial))
     shared = None
     if any(key in grid for key in AESL_KEYS):
         shared = make_soft_labels(ae_config_for(base), out / "aesl", resume=True)

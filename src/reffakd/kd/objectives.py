@@ -20,6 +20,7 @@ from reffakd.registry import Registry
 
 class Objective:
     uses_epoch = False  # True when the terms depend on the epoch (a warm-up)
+    covers_rows = False  # True when it honours a signal for part of the batch (DLB's rows)
 
     def __call__(
         self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
@@ -29,6 +30,11 @@ class Objective:
     def _signal(self, signal: TeacherSignal | None) -> TeacherSignal:
         if signal is None:
             raise UserError(f"loss {type(self).__name__} needs a teacher signal (--source).")
+        if signal.rows is not None and not self.covers_rows:
+            raise UserError(
+                f"loss {type(self).__name__} needs a target for every row of the batch; this "
+                "source (DLB) gives targets for part of it: use the self_kd loss."
+            )
         return signal
 
 
@@ -152,6 +158,8 @@ class SelfDistillation(Objective):
     """ce_weight CE(z, y) + weight T² KL(softmax(t/T) || softmax(z_r/T)), the KL averaged over
     the rows r the signal covers (every row, or DLB's repeated half): CS-KD (weight 1, T 4),
     DLB (weight 1, T 3), Zipf's LS (weight 1, T 1). CE runs over every row of the batch."""
+
+    covers_rows = True
 
     def __init__(
         self, weight: float = 1.0, temperature: float = 4.0, ce_weight: float = 1.0

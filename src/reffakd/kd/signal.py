@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 
 from reffakd.config import ComputeConfig, DataConfig, SoftLabelConfig
 from reffakd.data.prepare import PreparedData
-from reffakd.errors import UserError
+from reffakd.errors import UserError, UserTypeError
 from reffakd.registry import Registry
 
 
@@ -170,11 +171,35 @@ class TeacherSource(nn.Module):
 
 def option_names(factory: Callable[..., Any], skip: int = 0) -> list[str]:
     """The keyword options ``factory`` accepts (after its first ``skip`` parameters)."""
+    return list(option_defaults(factory, skip))
+
+
+def option_defaults(factory: Callable[..., Any], skip: int = 0) -> dict[str, Any]:
+    """``{option: its default}`` (``inspect.Parameter.empty`` when it has none)."""
     parameters = list(inspect.signature(factory).parameters.values())[skip:]
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    names = [p.name for p in parameters if p.kind in named]
+    defaults = {p.name: p.default for p in parameters if p.kind in named}
     forwarded = getattr(factory, "forwards_options_to", None)
-    return names + (option_names(forwarded) if forwarded is not None else [])
+    return {**defaults, **(option_defaults(forwarded) if forwarded is not None else {})}
+
+
+# An option whose default is one of these takes that kind of value: a list for alpha would
+# otherwise crash a comparison deep inside the loss.
+_KINDS: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (bool, (bool,), "true or false"),
+    (float, (numbers.Real,), "a number"),
+    (int, (numbers.Integral,), "an integer"),
+    (str, (str,), "text"),
+)
+
+
+def _type_problem(value: Any, default: Any) -> str | None:
+    """What kind of value ``value`` should be, when it is not of its default's kind."""
+    for kind, accepted, words in _KINDS:
+        if isinstance(default, kind):
+            wrong_bool = isinstance(value, bool) and kind is not bool
+            return words if wrong_bool or not isinstance(value, accepted) else None
+    return None
 
 
 SourceFactory = Callable[..., TeacherSource]
@@ -201,13 +226,19 @@ def check_options(
 
     A factory that passes ``**options`` on declares where with ``forwards_options_to``.
     """
-    known = option_names(factory, skip)
-    unknown = sorted(set(options) - set(known))
+    defaults = option_defaults(factory, skip)
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise UserError(
             f"unknown option '{section}.{unknown[0]}' for {what}; "
-            f"its options are: {', '.join(known) or 'none'}."
+            f"its options are: {', '.join(defaults) or 'none'}."
         )
     for name, value in options.items():
+        expected = _type_problem(value, defaults[name])
+        if expected is not None:
+            raise UserTypeError(
+                f"option '{section}.{name}' of {what} must be {expected}, got {value!r}; "
+                f"fix it in the config file or --set."
+            )
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"option '{section}.{name}' of {what} must be finite, got {value}.")
