@@ -65,6 +65,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
+                # mkstemp makes the file 0600; give it the mode open() would (0666 less umask)
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -72,6 +74,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_orphan_temps(folder: Path) -> list[Path]:

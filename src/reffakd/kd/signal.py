@@ -17,6 +17,7 @@ which the cost accounting charges one forward pass per sample.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable
@@ -68,7 +69,6 @@ class SourceContext:
     @property
     def class_names(self) -> list[str]:
         return list(self.data.splits.class_names)
-
 
 
 @dataclass
@@ -149,8 +149,10 @@ def check_options(
     known = option_names(factory, skip)
     unknown = sorted(set(options) - set(known))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
         raise UserError(
-            f"unknown option '{section}.{unknown[0]}' for {what}; "
+            f"unknown option '{section}.{unknown[0]}' for {what}{hint}; "
             f"its options are: {', '.join(known) or 'none'}."
         )
     for name, value in options.items():
