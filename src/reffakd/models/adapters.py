@@ -20,7 +20,7 @@ def _import(package: str, spec: str) -> ModuleType:
     try:
         return importlib.import_module(package)
     except ImportError as err:
-        if err.name is not None and err.name.split(".")[0] == package:
+        if err.name is None or err.name.split(".")[0] == package:
             raise UserError(
                 f"model {spec!r} needs the optional package {package}: pip install {package}"
             ) from None
