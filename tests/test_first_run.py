@@ -19,6 +19,7 @@ from conftest import train_args
 from reffakd.cli import TRAIN_FLAGS, _resolve, build_parser, main
 from reffakd.config import DataConfig, SoftLabelConfig, TrainConfig
 from reffakd.data.prepare import prepare_data
+from reffakd.experiments.bench import warned_runs
 from reffakd.experiments.demo import compare_line
 from reffakd.experiments.show import show
 from reffakd.files import atomic_write_text
@@ -170,6 +171,14 @@ def test_soft_label_runs_record_a_uniform_warning(tiny_data, tmp_path, capsys):
     if expected:
         assert expected in capsys.readouterr().err
         assert "warning" in show(out)
+
+
+def test_a_bench_lists_the_warnings_of_its_runs():
+    rows = [
+        {"dataset": "sst2", "method": "ce", "warnings": [{"seed": 0, "warning": "collapsed."}]},
+        {"dataset": "sst2", "method": "ls", "warnings": []},
+    ]
+    assert warned_runs(rows) == ["sst2 ce seed 0: collapsed."]
 
 
 # --------------------------------------------------------------------------- 4. log and SIGTERM

@@ -34,7 +34,7 @@ from reffakd.aesl.heatmap import heatmap_figure
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import diverged_runs, format_mean_std, format_ratio
+from reffakd.experiments.bench import diverged_runs, format_mean_std, format_ratio, warned_runs
 from reffakd.experiments.cost import human
 from reffakd.files import atomic_write_text, figure_png, pyplot
 
@@ -848,6 +848,7 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             if diverged
             else ""
         )
+        + _warnings({"warnings": warned_runs(rows)})
         + _note(
             "Top-1 accuracy (%), mean ± sample std over seeds; best = the epoch with the best "
             "validation accuracy, last = the final epoch. Teacher-signal cost is what it takes to "

@@ -8,7 +8,7 @@ from typing import Any
 
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import format_mean_std
+from reffakd.experiments.bench import format_mean_std, warned_runs
 from reffakd.experiments.cost import human
 from reffakd.experiments.listing import table
 from reffakd.experiments.report import RECONSTRUCTION_LABELS, REPORT_NAME, report_kind
@@ -153,7 +153,9 @@ def _bench(directory: Path) -> tuple[Facts, str]:
         for row in results.get("rows") or []
     ]
     header = ["dataset", "method", "seeds", "val best", "test best", "signal FLOPs"]
-    return [("bench", f"{directory} (suite {suite.get('name', '?')})")], table(header, rows)
+    facts: Facts = [("bench", f"{directory} (suite {suite.get('name', '?')})")]
+    facts += [("warning", line) for line in warned_runs(results.get("rows") or [])]
+    return facts, table(header, rows)
 
 
 def _footer(directory: Path) -> Facts:
