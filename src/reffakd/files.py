@@ -65,8 +65,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                # mkstemp makes the file 0600; give it the mode open() would (0666 less umask)
-                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
+                os.fchmod(handle.fileno(), new_file_mode())
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -76,11 +75,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             raise
 
 
-def current_umask() -> int:
-    """The process's umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask. ``tempfile.mkstemp`` makes
+    its files 0600 whatever the umask; a file written through one gets this mode instead."""
+    mask = os.umask(0o022)  # reading the umask means setting it: set it straight back
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def remove_orphan_temps(folder: Path) -> list[Path]:
