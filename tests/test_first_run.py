@@ -88,6 +88,13 @@ def test_the_autoencoder_schedules_scale_too():
     assert soft.optim.milestones == [6]
 
 
+def test_list_datasets_shows_each_schedule(capsys):
+    assert main(["list", "datasets"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["fashion-mnist"].endswith("10 epochs, lr 0.05, batch 128, x0.2 after 6, 8")
+    assert rows["cifar100"].endswith("200 epochs, lr 0.1, batch 128, x0.2 after 60, 120, 160")
+
+
 def test_train_prints_its_schedule(tiny_data, tmp_path, capsys):
     args = train_args(tiny_data, tmp_path / "run", epochs=2)
     args.remove("optim.milestones=[1]")

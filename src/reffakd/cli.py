@@ -427,7 +427,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
         out = args.run_dir = Path(args.out or default)
         resume = False
-        print(describe_schedule(config.optim, config.data.name, args.given_keys))
+        if world_from_env().is_main:
+            print(describe_schedule(config.optim, config.data.name, args.given_keys))
     summary = train_student(config, out, resume=resume, command=args.command_line)
     if world_from_env().is_main:  # under torchrun, one report for the job, written once
         print(summary_line(summary))

@@ -146,7 +146,8 @@ def _imagefolder_probe(path: Path, dedicated: bool) -> Found | None:
     raise DataError(
         f"{path} holds {'images but ' if images else ''}no class folders; imagefolder takes one "
         f"folder per class: {path}/train/<class>/ and {path}/test/<class>/, or {path}/<class>/ "
-        "(20% then held out as test). Put each class's images in a folder named after the class."
+        "(20% then held out as test), or a tar or zip of them. Put each class's images in a "
+        "folder named after the class."
     )
 
 
