@@ -52,14 +52,14 @@ def constant_guess(best: dict[str, Any], splits: Any, class_names: Sequence[str]
     top, share = majority_share(labels, len(class_names))
     if accuracy > share + CONSTANT_GUESS_POINTS:
         return None
-    seen = f"{split} {accuracy:.2f}%"
+    seen = f"{split} {accuracy:.2f}% (the class is {share:.2f}% of {split})"
     if len(splits.test) and isinstance(best.get("test_top1"), int | float):
         _, test_share = majority_share(splits.test.labels, len(class_names))
-        seen += f", test {best['test_top1']:.2f}% ({test_share:.2f}%)"
+        seen += f", test {best['test_top1']:.2f}% ({test_share:.2f}% of test)"
     return (
-        f"the student is no better than always predicting class {class_names[top]!r} ({seen}; "
-        f"that class is {share:.2f}% of {split}): it has probably collapsed to one class; try "
-        "a lower --lr, more epochs, or check the labels."
+        f"the student is no better than always predicting class {class_names[top]!r}: {seen}; "
+        "it has probably collapsed to one class: try a lower --lr, more epochs, or check the "
+        "labels."
     )
 
 
