@@ -36,18 +36,18 @@ def resolved(cls: type, command: str, flags: dict | None = None) -> object:
 
 # --------------------------------------------------------------------------- 1. the schedule
 @pytest.mark.parametrize(
-    ("milestones", "to", "expected"),
+    ("milestones", "of", "to", "expected"),
     [
-        ([60, 120, 160], 2, [1]),
-        ([60, 120, 160], 10, [3, 6, 8]),
-        ([60, 120, 160], 20, [6, 12, 16]),
-        ([60, 120, 160], 200, [60, 120, 160]),
-        ([60, 120, 160], 1, []),
-        ([6, 8], 5, [3, 4]),
+        ([60, 120, 160], 200, 2, [1]),
+        ([60, 120, 160], 200, 10, [3, 6, 8]),
+        ([60, 120, 160], 200, 20, [6, 12, 16]),
+        ([60, 120, 160], 200, 200, [60, 120, 160]),
+        ([60, 120, 160], 200, 1, []),
+        ([6, 8], 10, 5, [3, 4]),
     ],
 )
-def test_milestones_scale_with_the_epochs(milestones, to, expected):
-    assert scale_milestones(milestones, 200 if milestones[0] == 60 else 10, to) == expected
+def test_milestones_scale_with_the_epochs(milestones, of, to, expected):
+    assert scale_milestones(milestones, of, to) == expected
 
 
 def test_a_short_run_lowers_its_rate_and_small_data_gets_its_recipe():
