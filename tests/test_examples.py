@@ -54,6 +54,32 @@ def test_hf_dataset(monkeypatch, capsys) -> None:
         assert max(row) == row[index]  # each class is most similar to itself
 
 
+def _epochs_and_accuracy(printed: list[str], pattern: str) -> tuple[list[str], float]:
+    epochs = [line.split(":")[0] for line in printed if line.startswith("epoch ")]
+    accuracy = next(
+        re.search(pattern, line) for line in reversed(printed) if re.search(pattern, line)
+    )
+    return epochs, float(accuracy.group(1))
+
+
+def test_lightning_module(monkeypatch, capsys) -> None:
+    pytest.importorskip("lightning", reason="the lightning extra is not installed")
+    printed = run_example("lightning_module.py", monkeypatch, capsys).splitlines()
+    epochs, accuracy = _epochs_and_accuracy(printed, r"val accuracy ([0-9.]+)%$")
+    assert epochs == ["epoch 1", "epoch 2", "epoch 3"]
+    assert all(re.search(r"\(ce [0-9.]+, kd [0-9.]+\)", line) for line in printed if "val" in line)
+    assert accuracy > 50  # ten bar heights; chance is 10%
+
+
+def test_hf_trainer(monkeypatch, capsys) -> None:
+    pytest.importorskip("transformers", reason="the trainer extra is not installed")
+    pytest.importorskip("accelerate", reason="the trainer extra is not installed")
+    printed = run_example("hf_trainer.py", monkeypatch, capsys).splitlines()
+    epochs, accuracy = _epochs_and_accuracy(printed, r"^test accuracy ([0-9.]+)%$")
+    assert epochs == ["epoch 1", "epoch 2", "epoch 3"]
+    assert accuracy > 50
+
+
 def test_own_model_from_the_command_line(tiny_data, tmp_path, monkeypatch, capsys) -> None:
     guide = (EXAMPLES / "own_model_cli.md").read_text()
     assert "--student my_models:small_cnn" in guide

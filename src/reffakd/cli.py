@@ -9,11 +9,14 @@ then ``eval "$(register-python-argcomplete reffakd)"``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
 import shlex
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +28,7 @@ from reffakd.config import (
     from_dict,
     load_yaml,
     merge,
+    parse_override,
     to_dict,
 )
 from reffakd.data.user import USER_DATA
@@ -33,14 +37,16 @@ from reffakd.distill.train import train_student
 from reffakd.errors import NonFiniteLossError, StorageError, UserError, first_line
 from reffakd.experiments.bench import load_suite, run_suite
 from reffakd.experiments.cost import CostOptions, cost_input, format_model_cost, model_cost
-from reffakd.experiments.demo import run_demo
+from reffakd.experiments.demo import BASELINE_DIR, run_demo
 from reffakd.experiments.listing import LISTINGS
 from reffakd.experiments.report import write_report
 from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
 from reffakd.files import os_error_message
 from reffakd.models import is_user_module_name
+from reffakd.training.checks import print_warnings, uniform_soft_labels
 from reffakd.training.distributed import world_from_env
+from reffakd.training.recipe import describe_schedule, dotted_keys, fill_schedule
 from reffakd.training.rundir import RunDir, config_changes, describe_changes
 from reffakd.training.runs import load_run_config, run_kind
 from reffakd.training.summary import summary_line
@@ -174,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--deterministic", action="store_true", help="deterministic kernels only (slower on GPUs)"
     )
 
-    demo = sub.add_parser("demo", help="AESL + ReffAKD LeNet-5 on Fashion-MNIST, short schedule")
+    demo = sub.add_parser(
+        "demo",
+        help="AESL + ReffAKD LeNet-5 beside a cross-entropy baseline on Fashion-MNIST, short "
+        "schedule",
+    )
     demo.add_argument("--data-dir")
     demo.add_argument("--out", help="run directory (default runs/demo-<time>)")
     demo.add_argument("--ae-epochs", type=int, default=2)
@@ -298,15 +308,29 @@ def _resolve(
     """The config of ``cls`` from ``base`` (default: the defaults), the config file, the flags
     and ``--set``, in that order."""
     _split_dataset_path(args)
-    values = to_dict(cls() if base is None else base)
+    defaults = to_dict(cls() if base is None else base)
+    values = copy.deepcopy(defaults)  # --set edits sections in place
+    given: set[str] = set()  # the dotted keys set by the config file, a flag or --set
     if args.config:
-        values = merge(values, load_yaml(args.config))
-    values = merge(values, _flag_values(args, {**COMMON_FLAGS, **extra_flags}))
+        from_file = load_yaml(args.config)
+        values = merge(values, from_file)
+        given |= dotted_keys(from_file)
+    flags = _flag_values(args, {**COMMON_FLAGS, **extra_flags})
+    values = merge(values, flags)
+    given |= dotted_keys(flags)
     if args.no_progress:
         values["progress"] = False
     if getattr(args, "tensorboard", False):
         values["tensorboard"] = True
     values = apply_overrides(values, args.overrides)
+    for text in args.overrides:
+        path, value = parse_override(text)
+        given.add(".".join(path))
+        if isinstance(value, dict):
+            given |= dotted_keys(value, ".".join(path) + ".")
+    if base is None:  # a resume keeps its recorded schedule
+        values = fill_schedule(values, defaults, given, use_recipe=cls is TrainConfig)
+    args.given_keys = given
     return from_dict(cls, values)
 
 
@@ -371,6 +395,8 @@ def cmd_soft_labels(args: argparse.Namespace) -> int:
         f"{meta['entropy_bits']:.4f} bits, {made})"
     )
     print(f"heatmap: {Path(args.out) / 'soft_labels.png'} | {time.perf_counter() - started:.1f}s")
+    warning = uniform_soft_labels(meta["entropy_bits"], labels.num_classes)
+    print_warnings([warning] if warning else [])
     _write_report_after(Path(args.out))
     return 0
 
@@ -410,6 +436,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         default = f"runs/{config.data.name}-{config.method}-{config.student}-s{config.seed}"
         out = args.run_dir = Path(args.out or default)
         resume = False
+        if world_from_env().is_main:
+            print(describe_schedule(config.optim, config.data.name, args.given_keys))
     summary = train_student(config, out, resume=resume, command=args.command_line)
     if world_from_env().is_main:  # under torchrun, one report for the job, written once
         print(summary_line(summary))
@@ -454,6 +482,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.out = args.run_dir = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     code = run_demo(args)
     _write_report_after(Path(args.out))
+    _write_report_after(Path(args.out) / BASELINE_DIR)
     return code
 
 
@@ -557,12 +586,51 @@ def _continue_hint(args: argparse.Namespace) -> str | None:
     return f"continue with `{template.format(run=shlex.quote(str(run)))}`"
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: like KeyboardInterrupt, it unwinds the run (locks released, half-written
+    temp files removed; every checkpoint is written atomically, so the last one is whole)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> NoReturn:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the command runs (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_message(args: argparse.Namespace) -> str:
+    """What a SIGTERM'd command says: that it stopped, where the run stands, how to resume."""
+    hint = _continue_hint(args)
+    run = getattr(args, "run_dir", None)
+    done = ""
+    if run is not None and (Path(run) / "metrics.jsonl").is_file():
+        epochs = len((Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines())
+        done = f" after {epochs} finished epoch{'s' * (epochs != 1)} (checkpoint kept)"
+    return f"reffakd: stopped by SIGTERM{done}{'; ' + hint if hint else ''}."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     _enable_completion(parser)
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["reffakd", *argv])
+    with _sigterm_stops_cleanly():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command != "train" and world_from_env().enabled:
             raise UserError(
@@ -591,6 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = _continue_hint(args)
         print(f"reffakd: interrupted{'; ' + hint if hint else ''}.", file=sys.stderr)
         return 130
+    except Terminated:
+        print(_stopped_message(args), file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Precedence: defaults < ``--config FILE`` < command-line flags < ``--set`` overri
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ class DataConfig:
     max_vocab: int | None = None  # text: cap on the vocabulary, the 4 specials included
     max_len: int | None = None  # text: padded length; None: 99th percentile of train, <= 128
     textfile: dict[str, Any] = field(default_factory=dict)  # text: options of dataset textfile
-    # text: train on a seeded, stratified subset of about this many training texts (None: all)
+    # train on a seeded, stratified subset of about this many training samples (None: all)
     train_limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -261,9 +262,11 @@ def from_dict(cls: type[C], values: dict[str, Any] | None, prefix: str = "") -> 
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
         raise UserError(
-            f"unknown config key '{prefix}{unknown[0]}'; "
-            f"known keys here: {', '.join(sorted(names))}."
+            f"unknown config key '{prefix}{unknown[0]}'.{hint} "
+            f"Known keys here: {', '.join(sorted(names))}."
         )
     kwargs = {
         name: _check_type(value, hints[name], f"{prefix}{name}") for name, value in values.items()

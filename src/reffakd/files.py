@@ -112,6 +112,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), new_file_mode())
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -119,6 +120,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0666 less the umask. ``tempfile.mkstemp`` makes
+    its files 0600 whatever the umask; a file written through one gets this mode instead."""
+    mask = os.umask(0o022)  # reading the umask means setting it: set it straight back
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def remove_orphan_temps(folder: Path) -> list[Path]:

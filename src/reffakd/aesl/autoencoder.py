@@ -44,6 +44,7 @@ from reffakd.models import build_embedder, build_model, input_tokenizer
 from reffakd.models.cae import DOWNSAMPLE
 from reffakd.runtime import resolve_device, seed_everything
 from reffakd.training.checkpoint import load_checkpoint
+from reffakd.training.checks import uniform_soft_labels
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
 from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
@@ -280,6 +281,8 @@ def _write_labels(
     }
     if command:
         summary["command"] = command
+    warning = uniform_soft_labels(labels.meta.get("entropy_bits"), labels.num_classes)
+    summary["warnings"] = [warning] if warning else []  # a training run prints its own
     write_summary(run_dir, summary)
 
 

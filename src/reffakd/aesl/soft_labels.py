@@ -45,7 +45,7 @@ class SoftLabels:
 
     @classmethod
     def load(cls, path: str | Path) -> SoftLabels:
-        path = Path(path)
+        path = _soft_label_file(Path(path))
         if not path.is_file():
             raise UserError(
                 f"soft-label file {path} not found; make one with "
@@ -102,3 +102,17 @@ class SoftLabels:
                 f"{self.meta.get('dataset')!r}, not this dataset's {class_names[:3]}...; "
                 "use soft labels made for this dataset."
             )
+
+
+def _soft_label_file(path: Path) -> Path:
+    """``path``, or for a folder the soft labels of the run it holds: a `reffakd soft-labels`
+    run's ``soft_labels.pt``, or those a training run made inline (``ae/soft_labels.pt``)."""
+    if not path.is_dir():
+        return path
+    for candidate in (path / "soft_labels.pt", path / "ae" / "soft_labels.pt"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"folder {path} holds no soft_labels.pt; pass a `reffakd soft-labels` run directory "
+        "(or its soft_labels.pt), or make one with `reffakd soft-labels --dataset NAME --out DIR`."
+    )

@@ -184,6 +184,15 @@ def hold_out_validation(raw: RawDataset, fraction: float, seed: int) -> DataSpli
     )
 
 
+def limit_images(split: ImageSplit, limit: int, seed: int) -> ImageSplit:
+    """A seeded, stratified subset of about ``limit`` images: ``round(n_c * limit / n)`` of every
+    class c, in their original order (all of them when ``limit >= n``)."""
+    if limit >= len(split):
+        return split
+    _, chosen = stratified_split(split.labels, limit / len(split), seed, split.num_classes)
+    return split.subset(chosen)
+
+
 def check_classes(raw: RawDataset, splits: DataSplits, val_fraction: float) -> None:
     """Refuse data a classifier cannot be trained on: fewer than 2 classes, or a class without
     a training sample (absent from the train split, or all of it held out for validation)."""

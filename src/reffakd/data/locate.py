@@ -31,6 +31,7 @@ from reffakd.data.readers.common import PathLike
 from reffakd.data.spec import DatasetSpec, Found, get_spec
 from reffakd.data.text import RawTextDataset
 from reffakd.errors import DataError, UserError
+from reffakd.files import new_file_mode
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ def _fetch(url: str, dest: Path, checksum: str) -> None:
     """Download ``url`` to ``dest`` via a temporary file, verifying its checksum."""
     log.info("downloading %s", url)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}-", suffix=".part")
+    os.fchmod(fd, new_file_mode())
     try:
         digest = _hasher(checksum)
         with (

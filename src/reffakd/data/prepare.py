@@ -38,6 +38,7 @@ from reffakd.data.dataset import (
     DataSplits,
     check_classes,
     hold_out_validation,
+    limit_images,
     require_every_class,
 )
 from reffakd.data.fingerprint import data_fingerprint
@@ -139,7 +140,7 @@ class PreparedImages(PreparedData):
     """Images: uint8 splits, the model's input size and the train split's channel statistics."""
 
     modality: ClassVar[str] = "image"
-    data_options: ClassVar[frozenset[str]] = frozenset({"image_size"})
+    data_options: ClassVar[frozenset[str]] = frozenset({"image_size", "train_limit"})
     augment_options: ClassVar[frozenset[str]] = frozenset({"crop_padding", "flip", "rotation"})
 
     spec: DatasetSpec
@@ -147,6 +148,7 @@ class PreparedImages(PreparedData):
     image_size: int
     mean: list[float]
     std: list[float]
+    limited: dict[str, int] = dataclasses.field(default_factory=dict)  # train_limit, before it
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -163,6 +165,9 @@ class PreparedImages(PreparedData):
 
     def example_input(self, batch_size: int = 1) -> Tensor:
         return torch.zeros(batch_size, *self.input_shape)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.limited}
 
     def batch_transform(self, augment: AugmentConfig) -> BatchTransform:
         _refuse_foreign(augment, self.augment_options, AUGMENT_OPTIONS, "augment", self.spec)
@@ -396,10 +401,28 @@ def prepare_images(spec: DatasetSpec, config: DataConfig) -> PreparedImages:
     """Load the images, hold out validation, and compute normalisation from the train part."""
     raw = load_dataset(config.name, data_dir=config.data_dir, download=config.download)
     splits = hold_out_validation(raw, config.val_fraction, config.split_seed)
+    limited = {}
+    if config.train_limit is not None:
+        limited = {"train_limit": config.train_limit, "train_before_limit": len(splits.train)}
+        train = limit_images(splits.train, config.train_limit, config.split_seed)
+        _check_limit_keeps_classes(splits.train, train, config.train_limit)
+        splits = dataclasses.replace(splits, train=train)
     check_classes(raw, splits, config.val_fraction)
     mean, std = channel_stats(splits.train.images)
     image_size = config.image_size or spec.default_image_size or splits.train.shape[-1]
-    return PreparedImages(spec, splits, image_size, mean, std)
+    return PreparedImages(spec, splits, image_size, mean, std, limited)
+
+
+def _check_limit_keeps_classes(before: Any, after: Any, limit: int) -> None:
+    """A train_limit so small that a class with training images keeps none is refused."""
+    had = torch.bincount(before.labels, minlength=len(before.class_names))
+    kept = torch.bincount(after.labels, minlength=len(before.class_names))
+    lost = [name for name, h, k in zip(before.class_names, had, kept, strict=True) if h and not k]
+    if lost:
+        raise UserError(
+            f"data.train_limit={limit} keeps no training image of class {lost[0]!r} (every class "
+            "keeps its share of the limit); raise the limit or drop it."
+        )
 
 
 def prepare_text(spec: DatasetSpec, config: DataConfig) -> PreparedText:
@@ -485,9 +508,13 @@ def _refuse_foreign(
         for key in sorted(keys - own):
             if getattr(config, key) != getattr(defaults, key):
                 raise UserError(
-                    f"{section}.{key} applies to {modality} datasets, and {spec.name} is a "
-                    f"{spec.modality} dataset; drop that setting."
+                    f"{section}.{key} applies to {modality} datasets, and {spec.name} is "
+                    f"{_article(spec.modality)} {spec.modality} dataset; drop that setting."
                 )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def augment_policy(spec: DatasetSpec, config: AugmentConfig) -> AugmentPolicy:

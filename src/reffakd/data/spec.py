@@ -39,7 +39,9 @@ class DatasetSpec:
     0 means no crop), ``flip`` (random horizontal flip) and ``rotation`` (max degrees).
     ``downloads`` lists (url, filename, checksum of that file): an md5, or a sha256 where only
     that is published (told apart by length). ``modality`` is ``image`` or ``text``; text
-    datasets leave the image fields None.
+    datasets leave the image fields None. ``recipe``: the student schedule (``optim`` keys)
+    that ``reffakd train`` uses for the keys its command line leaves out; empty: the reference
+    recipe (200 epochs, see :class:`reffakd.config.OptimConfig`).
     """
 
     name: str
@@ -61,6 +63,7 @@ class DatasetSpec:
     probe: Probe | None = field(default=None, repr=False, compare=False)
     explicit_only: bool = False
     modality: str = "image"
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 DATASETS: Registry[DatasetSpec] = Registry(

@@ -170,9 +170,14 @@ _TEXT_FIELDS = {
     "modality": "text",
 }
 
+# The student schedules `reffakd train` uses when not told, after the agnews and mr suites.
+_SHORT_TEXT_RECIPE = {"epochs": 5, "batch_size": 32, "milestones": [4]}
+_TEXT_RECIPE = {"epochs": 10, "batch_size": 32, "milestones": [6, 8]}
+
 for _spec in (
     DatasetSpec(
         name="sst2",
+        recipe=_SHORT_TEXT_RECIPE,
         num_classes=2,
         class_names=list(SST2_CLASSES),
         folder_names=["sst2", "SST-2", "sst-2", "text/sst2"],
@@ -193,6 +198,7 @@ for _spec in (
     ),
     DatasetSpec(
         name="agnews",
+        recipe=_SHORT_TEXT_RECIPE,
         num_classes=4,
         class_names=list(AGNEWS_CLASSES),
         folder_names=["agnews", "ag_news", "ag-news", "AG_NEWS", "text/agnews"],
@@ -208,6 +214,7 @@ for _spec in (
     ),
     DatasetSpec(
         name="mr",
+        recipe=_TEXT_RECIPE,
         num_classes=2,
         class_names=list(MR_CLASSES),
         folder_names=["mr", "MR", "rt-polaritydata", "text/mr"],
@@ -225,6 +232,7 @@ for _spec in (
     ),
     DatasetSpec(
         name="textfile",
+        recipe=_TEXT_RECIPE,
         num_classes=None,
         expects=TEXTFILE_EXPECTS,
         probe=_textfile_probe,

@@ -34,6 +34,7 @@ from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
 from reffakd.training.checkpoint import load_checkpoint
+from reffakd.training.checks import constant_guess, print_warnings, uniform_soft_labels
 from reffakd.training.cost import PhaseMeter, cost_summary, input_flops, phase_cost
 from reffakd.training.distributed import DistContext, process_group, rank_seed
 from reffakd.training.engine import Trainer
@@ -262,12 +263,24 @@ def _train_locked(
         summary[record.key] = record.info
     if command:
         summary["command"] = command
+    summary["warnings"] = _warnings(summary, data)
     if dist.is_main:
+        print_warnings(summary["warnings"])
         plot_curves(
             result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
         )
         write_summary(run_dir, summary)
     return summary
+
+
+def _warnings(summary: dict[str, Any], data: PreparedData) -> list[str]:
+    """What the finished run's numbers do not say by themselves (see training.checks)."""
+    names = data.splits.class_names
+    found = [
+        uniform_soft_labels((summary.get("soft_labels") or {}).get("entropy_bits"), len(names)),
+        constant_guess(summary.get("best") or {}, data.splits, names),
+    ]
+    return [warning for warning in found if warning]
 
 
 def _phase_networks(run: StudentRun) -> tuple[dict[str, nn.Module], dict[str, Any]]:

@@ -337,16 +337,17 @@ def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
     rows = []
     for dataset in suite.datasets:
         for method in suite.all_methods():
-            runs, diverged = [], []
+            runs, diverged, warned = [], [], []
             for seed in suite.seeds:
                 run = paths.run(dataset, method, seed)
                 if (run / "summary.json").exists():
                     summary = json.loads((run / "summary.json").read_text())
                     runs.append((seed, summary, signal_cost(summary)))
+                    warned += [{"seed": seed, "warning": w} for w in summary.get("warnings", [])]
                 elif (run / DIVERGED).exists():
                     error = json.loads((run / DIVERGED).read_text())["error"]
                     diverged.append({"seed": seed, "error": error})
-            row = {**_row(dataset, method, runs), "diverged": diverged}
+            row = {**_row(dataset, method, runs), "diverged": diverged, "warnings": warned}
             row["preset"] = "ce" if method in suite.budget_methods() else method
             rows.append(row)
     _add_ratios(rows)
@@ -484,6 +485,10 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
     if failed:
         lines += ["", "Diverged (non-finite loss; not in the means above):", ""]
         lines += [f"- {line}" for line in failed]
+    warned = warned_runs(results["rows"])
+    if warned:
+        lines += ["", "Warnings (the runs finished; their numbers may mean little):", ""]
+        lines += [f"- {line}" for line in warned]
     return "\n".join(lines) + "\n"
 
 
@@ -562,6 +567,15 @@ def diverged_runs(rows: list[dict[str, Any]]) -> list[str]:
         f"{row['dataset']} {row['method']} seed {failure['seed']}: {failure['error']}"
         for row in rows
         for failure in row.get("diverged", [])
+    ]
+
+
+def warned_runs(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per warning of a finished run (see reffakd.training.checks)."""
+    return [
+        f"{row['dataset']} {row['method']} seed {entry['seed']}: {entry['warning']}"
+        for row in rows
+        for entry in row.get("warnings", [])
     ]
 
 

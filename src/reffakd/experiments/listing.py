@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from reffakd.config import OptimConfig, to_dict
 from reffakd.data.spec import DATASETS, DatasetSpec
 from reffakd.errors import UserError
 from reffakd.experiments.bench import load_suite, packaged_suites
@@ -96,8 +97,18 @@ def list_datasets() -> str:
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         inputs = INPUT_DESCRIPTIONS[spec.modality](spec)
-        rows.append([name, str(spec.num_classes or "from the data"), inputs])
-    return table(["dataset", "classes", "input"], rows)
+        rows.append([name, str(spec.num_classes or "from the data"), inputs, _recipe(spec)])
+    return table(["dataset", "classes", "input", "train schedule (default)"], rows)
+
+
+def _recipe(spec: DatasetSpec) -> str:
+    """The dataset's `reffakd train` schedule, e.g. ``10 epochs, lr 0.05, x0.2 after 6, 8``."""
+    optim = {**to_dict(OptimConfig()), **spec.recipe}
+    after = ", ".join(map(str, optim["milestones"]))
+    return (
+        f"{optim['epochs']} epochs, lr {optim['lr']:g}, batch {optim['batch_size']}, "
+        f"x{optim['gamma']:g} after {after}"
+    )
 
 
 def _first_doc_line(obj: Callable[..., Any]) -> str:

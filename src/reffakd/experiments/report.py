@@ -39,6 +39,7 @@ from reffakd.experiments.bench import (
     format_difference,
     format_mean_std,
     format_ratio,
+    warned_runs,
 )
 from reffakd.experiments.cost import human
 from reffakd.files import atomic_write_text, figure_png, pyplot
@@ -226,6 +227,13 @@ def _note(text: str) -> str:
     return f'<p class="note">{_esc(text)}</p>'
 
 
+def _warnings(summary: dict[str, Any]) -> str:
+    """The run's recorded warnings (see reffakd.training.checks), above its results."""
+    return "".join(
+        f'<p class="warning">Warning: {_esc(text)}</p>' for text in summary.get("warnings") or []
+    )
+
+
 def _figure(content: str, caption: str, css: str = "") -> str:
     attr = f' class="{css}"' if css else ""
     return f"<figure{attr}>{content}<figcaption>{_esc(caption)}</figcaption></figure>"
@@ -284,6 +292,7 @@ font-size:.9rem}
 dl.facts dt{color:#5b6675}
 dl.facts dd{margin:0}
 .note{color:#5b6675;font-size:.88rem;margin:4px 0}
+.warning{background:#fff4e5;border-left:4px solid #e8a33d;padding:6px 10px;margin:6px 0}
 figure.heatmap img{max-width:640px}
 .side{display:flex;flex-wrap:wrap;gap:8px 28px;align-items:flex-start}
 .side figure{flex:1 1 520px;max-width:640px}
@@ -614,7 +623,9 @@ def _training_page(directory: Path) -> tuple[str, str, list[Section]]:
     subtitle = f"{directory} · seed {summary.get('seed', '–')}"
     labels_path = directory / "soft_labels.pt"
     sections = [
-        Section("results", "Results", _run_results(summary) + _run_facts(summary)),
+        Section(
+            "results", "Results", _warnings(summary) + _run_results(summary) + _run_facts(summary)
+        ),
         _curves_section(directory, records),
     ]
     if labels_path.exists():
@@ -725,7 +736,7 @@ def _soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
     equivalent = f"reffakd soft-labels --config {quoted}/config.yaml --out {quoted}-rerun"
     recorded = {"reffakd_version": meta.get("reffakd_version"), **summary}
     sections = [
-        Section("results", "Results", results),
+        Section("results", "Results", _warnings(summary) + results),
         _aesl_section(labels, None, f"AESL, {dataset}"),
         _curves_section(directory, _read_metrics(directory / "metrics.jsonl")),
         _cost_section(summary.get("cost")),
@@ -879,6 +890,7 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             if diverged
             else ""
         )
+        + _warnings({"warnings": warned_runs(rows)})
         + _note(
             "Top-1 accuracy (%), mean ± sample std over seeds; best = the epoch with the best "
             "validation accuracy, last = the final epoch. Teacher-signal cost is what it takes to "

@@ -8,10 +8,10 @@ from typing import Any
 
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import format_mean_std
+from reffakd.experiments.bench import format_mean_std, warned_runs
 from reffakd.experiments.cost import human
 from reffakd.experiments.listing import table
-from reffakd.experiments.report import REPORT_NAME, report_kind
+from reffakd.experiments.report import RECONSTRUCTION_LABELS, REPORT_NAME, report_kind
 from reffakd.training.rundir import COMMAND_FILE
 from reffakd.training.summary import format_percent
 
@@ -88,6 +88,7 @@ def _training(directory: Path) -> tuple[Facts, str]:
         ("signal", _signal(summary)),
         ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
         ("compute", _precision(summary)),
+        *_warnings(summary),
     ]
     rows = []
     for which, epoch_key in (("best", "best_epoch"), ("last", "epochs")):
@@ -122,18 +123,31 @@ def _soft_labels(directory: Path) -> tuple[Facts, str]:
         f"{classes}x{classes}, boost {meta.get('boost')}, temperature "
         f"{meta.get('temperature')}, mean row entropy {meta.get('entropy_bits')} bits"
     )
-    autoencoder = (
-        f"epochs {summary.get('epochs')} (best {summary.get('best_epoch')}), "
-        f"val MSE {best.get('val_mse', best.get('train_mse'))}"
-    )
+    autoencoder = _autoencoder(summary, meta, best)
     facts = [
         ("run", f"{directory} (soft labels, finished)"),
         ("dataset", meta.get("dataset", "?")),
         ("table", table_text),
         ("autoencoder", autoencoder),
         ("cost", _signal(summary)),
+        *_warnings(summary),
     ]
     return facts, ""
+
+
+def _warnings(summary: dict[str, Any]) -> Facts:
+    return [("warning", text) for text in summary.get("warnings") or []]
+
+
+def _autoencoder(summary: dict[str, Any], meta: dict[str, Any], best: dict[str, Any]) -> str:
+    """The autoencoder's epochs and best validation error, in its own metric."""
+    if meta.get("embedder"):
+        return f"none: embeddings of {meta['embedder']}"
+    metric = meta.get("reconstruction_metric") or "mse"
+    value = best.get(f"val_{metric}", best.get(f"train_{metric}"))
+    name = RECONSTRUCTION_LABELS.get(metric, metric)
+    error = f"val {name} {value:.4g}" if isinstance(value, int | float) else f"no {name} recorded"
+    return f"epochs {summary.get('epochs')} (best {summary.get('best_epoch')}), {error}"
 
 
 def _bench(directory: Path) -> tuple[Facts, str]:
@@ -151,7 +165,9 @@ def _bench(directory: Path) -> tuple[Facts, str]:
         for row in results.get("rows") or []
     ]
     header = ["dataset", "method", "seeds", "val best", "test best", "signal FLOPs"]
-    return [("bench", f"{directory} (suite {suite.get('name', '?')})")], table(header, rows)
+    facts: Facts = [("bench", f"{directory} (suite {suite.get('name', '?')})")]
+    facts += [("warning", line) for line in warned_runs(results.get("rows") or [])]
+    return facts, table(header, rows)
 
 
 def _footer(directory: Path) -> Facts:

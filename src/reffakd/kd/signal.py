@@ -23,6 +23,7 @@ batch (``extra_indices``: CS-KD's same-class partners, DLB's half of the previou
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
@@ -229,8 +230,10 @@ def check_options(
     defaults = option_defaults(factory, skip)
     unknown = sorted(set(options) - set(defaults))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(defaults), n=1)
+        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
         raise UserError(
-            f"unknown option '{section}.{unknown[0]}' for {what}; "
+            f"unknown option '{section}.{unknown[0]}' for {what}{hint}; "
             f"its options are: {', '.join(defaults) or 'none'}."
         )
     for name, value in options.items():

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from torch import nn
 
-from reffakd.errors import UserError
+from reffakd.errors import UserError, first_line
 
 PREFIXES = ("timm", "torchvision")
 
@@ -19,10 +19,22 @@ PREFIXES = ("timm", "torchvision")
 def _import(package: str, spec: str) -> ModuleType:
     try:
         return importlib.import_module(package)
-    except ImportError:
-        raise UserError(
-            f"model {spec!r} needs the optional package {package}: pip install {package}"
-        ) from None
+    except ImportError as err:
+        if err.name is None or err.name.split(".")[0] == package:
+            raise UserError(
+                f"model {spec!r} needs the optional package {package}: pip install {package}"
+            ) from None
+        raise _broken_package(package, spec, err) from None
+    except Exception as err:  # a broken install fails in its own code, with any exception
+        raise _broken_package(package, spec, err) from None
+
+
+def _broken_package(package: str, spec: str, err: Exception) -> UserError:
+    return UserError(
+        f"model {spec!r}: importing {package} failed ({type(err).__name__}: {first_line(err)}); "
+        f"its install is broken, e.g. by a torchvision that does not match torch: reinstall it "
+        f"with `pip install --force-reinstall {package}`."
+    )
 
 
 def _build_timm(spec: str, name: str, num_classes: int, in_channels: int) -> nn.Module:

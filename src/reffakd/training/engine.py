@@ -39,7 +39,7 @@ from reffakd.training.distributed import DistContext, ddp_train_step
 from reffakd.training.optim import build_optimizer, build_schedule, clip_gradients
 from reffakd.training.precision import Precision, prepare_networks, resolve_compute
 from reffakd.training.rundir import RunDir
-from reffakd.training.sinks import EpochSink, metrics_csv
+from reffakd.training.sinks import EpochSink, epoch_line, metrics_csv
 from reffakd.training.summary import summarize
 from reffakd.training.task import ExtraSamples, Task
 
@@ -186,6 +186,9 @@ class Trainer:
         self._write_metrics()
         for sink in self.sinks:
             sink.write(record)
+        if not self.progress:  # without a bar, one line per finished epoch
+            metric = self.task.selection_metric
+            print(epoch_line(self.desc, epoch, self.optim.epochs, record, metric), flush=True)
 
     @property
     def selection(self) -> tuple[str, str]:

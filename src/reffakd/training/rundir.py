@@ -67,6 +67,22 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.summary.exists()
 
+    def busy_with(self) -> str | None:
+        """The process holding this folder's lock (``PID on HOST``), or None when none does."""
+        try:
+            fd = os.open(self.path / LOCK_NAME, os.O_RDWR)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def lock(self) -> None:
         """Take the lock, or raise UserError if another process holds it or the folder cannot
         be made or written; then clear the temp files of killed writers."""
@@ -209,6 +225,12 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
     """Lock ``out``; refuse to start a new run over an existing one."""
     run_dir = RunDir(out)
     if not resume and run_dir.holds_run():
+        holder = run_dir.busy_with()
+        if holder is not None:
+            raise UserError(
+                f"{out} holds a run that is still running (process {_describe(holder)}); "
+                "wait for it to finish, or choose a new --out."
+            )
         how = RESUME_HOW.get(what, "--resume").format(out=out)
         raise UserError(
             f"{out} already holds a run; continue it with {how}, or choose a new --out."

@@ -39,6 +39,21 @@ def metrics_csv(history: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def epoch_line(desc: str, epoch: int, epochs: int, record: dict[str, Any], metric: str) -> str:
+    """One log line for a finished epoch: its loss, ``metric`` on each split, lr and time."""
+    parts = [f"{desc}, epoch {epoch}/{epochs}"]
+    if "train_loss" in record:
+        parts.append(f"loss {record['train_loss']:.4f}")
+    for split in ("train", "val", "test"):
+        value = record.get(f"{split}_{metric}")
+        if isinstance(value, int | float):
+            shown = f"{value:.2f}%" if metric == "top1" else f"{value:.4g}"
+            parts.append(f"{split} {'' if metric == 'top1' else metric + ' '}{shown}")
+    parts.append(f"lr {record.get('lr', float('nan')):.3g}")
+    parts.append(f"{record.get('seconds', 0.0):.1f}s")
+    return " | ".join(parts)
+
+
 def scalar_tag(key: str) -> str:
     """TensorBoard tag of a record key: ``train_kd`` -> ``train/kd``, ``seconds`` ->
     ``time/seconds``, ``lr`` -> ``lr``."""

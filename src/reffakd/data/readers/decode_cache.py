@@ -22,6 +22,7 @@ from reffakd.data.dataset import ImageSplit
 from reffakd.data.paths import user_cache_dir
 from reffakd.data.readers.archive import Tree
 from reffakd.data.readers.common import PathLike
+from reffakd.files import new_file_mode
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def _cache_store(path: Path, decoded: Decoded) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp")
+        os.fchmod(fd, new_file_mode())
         try:
             with os.fdopen(fd, "wb") as out:
                 np.savez(out, **decoded.to_arrays())
