@@ -258,3 +258,18 @@ def test_fp32_is_bit_identical_to_no_autocast(tmp_path):
         trainer.task.state_dict().values(), auto.task.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_a_run_recorded_before_precision_existed_resumes_in_fp32(tiny_data, tmp_path, monkeypatch):
+    import yaml
+
+    args = train_args(tiny_data, tmp_path / "run")
+    assert main(args) == 0
+    path = tmp_path / "run" / "config.yaml"
+    values = yaml.safe_load(path.read_text())
+    del values["compute"]  # as written before the section existed
+    path.write_text(yaml.safe_dump(values))
+    with_bf16_units(monkeypatch, True)  # auto would now choose bf16
+    resume = ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]
+    assert main(resume) == 0
+    assert yaml.safe_load(path.read_text())["compute"]["precision"] == "fp32"
