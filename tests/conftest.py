@@ -105,6 +105,14 @@ def module_env(tmp_path_factory) -> Iterator[None]:
         yield
 
 
+def preset_signal(name: str) -> str | None:
+    """The signal a preset needs from the test: its source, or "aesl" when the source starts
+    from AESL rows (``reffakd+pskd``, ``reffakd+ols``)."""
+    from reffakd.kd.methods import resolve_method
+
+    return resolve_method(name).signal
+
+
 def train_args(
     data: Path, out: Path, *extra: str, epochs: int = 1, batch_size: int = 128
 ) -> list[str]:

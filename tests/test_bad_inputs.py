@@ -8,8 +8,14 @@ The table below feeds the CLI one bad input per case and checks, for every case:
 * the ``--out`` folder exactly as it was found (absent, empty, or the run it held);
 * the same command, corrected, then succeeds in that same ``--out`` folder.
 
-Runs use a tiny Fashion-MNIST (60 training images) and one epoch, so a corrected run costs well
-under a second. The kill, interrupt and full-disk behaviour is tested at the end.
+Families: names, numbers, soft-label files, teachers (another kind of run, another split, other
+data), config files and ``--set``, image folders and IDX files, ``--out`` and ``--resume``
+(options, other data, a checkpoint that does not fit), text files and their labels, readers
+(pipes, dangling symlinks, CIFAR types), and the OS refusing a read (no permission, a name too
+long), each case naming the message it expects. Runs use a tiny Fashion-MNIST (60 training
+images) and one epoch, so a corrected run costs well under a second. After the table: the kill,
+interrupt and full-disk behaviour, the run record, ``bench`` and ``tune`` (checked before
+writing) and the Python API (``ValueError``/``TypeError``, the drop-in losses).
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import io
 import json
 import os
+import shlex
 import shutil
 import struct
 import subprocess
@@ -32,12 +40,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_idx_labels, write_tiny_idx_dataset
+from conftest import dump, write_idx_labels, write_tiny_idx_dataset
 from PIL import Image
+from torch import nn
 
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
+from reffakd.config import TrainConfig, from_dict
+from reffakd.data.fingerprint import fingerprint_difference
 from reffakd.data.spec import get_spec
+from reffakd.distill.train import train_student
+from reffakd.files import os_error_message
+from reffakd.kd.modules import KDLoss, LabelSmoothingLoss
 from reffakd.training import engine
 
 FMNIST_CLASSES = list(get_spec("fashion-mnist").class_names or [])
@@ -201,6 +215,54 @@ def refused(name: str, under: Path, code: int) -> Iterator[None]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, name, fake)
+        yield
+
+
+@contextlib.contextmanager
+def unreadable(path: Path, code: int = errno.EACCES) -> Iterator[None]:
+    """Opening ``path`` (or anything under it) for reading fails with OSError(code), as
+    without read permission (chmod does not stop root, who runs the tests)."""
+    real = io.open
+
+    def fake(file, *args, **kwargs):
+        if str(file).startswith(str(path)):
+            raise OSError(code, os.strerror(code), str(file))
+        return real(file, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(io, "open", fake)
+        yield
+
+
+@contextlib.contextmanager
+def unlistable(folder: Path) -> Iterator[None]:
+    """Listing ``folder`` (or a folder under it) fails with EACCES, as without read permission."""
+    real = os.scandir
+
+    def fake(path=".", *args, **kwargs):
+        if str(path).startswith(str(folder)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "scandir", fake)
+        yield
+
+
+@contextlib.contextmanager
+def unsearchable(folder: Path, dataset: str = "fashion-mnist") -> Iterator[None]:
+    """Looking for ``dataset`` in ``folder`` fails with EACCES, as in a folder without read
+    permission."""
+    spec = get_spec(dataset)
+    real = spec.probe
+
+    def fake(path, dedicated):
+        if str(path).startswith(str(folder)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, dedicated)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spec, "probe", fake)
         yield
 
 
@@ -858,6 +920,274 @@ TEXT_CASES = [
     ),
 ]
 
+
+# Round two: every family below once more, one row per mechanism.
+def _fifo(i: Inputs) -> None:
+    os.mkfifo(i.bad_images() / "train" / "a" / "pipe.png")
+
+
+def _dangling(i: Inputs) -> None:
+    (i.bad_images() / "train" / "a" / "gone.png").symlink_to(i.files / "nowhere.png")
+
+
+def _other_folder(i: Inputs, classes: dict[str, tuple[int, int]]) -> Path:
+    """Another image folder of the same shape (28x28 grayscale) and class count."""
+    return write_png_folder(i.files / "other", 28, classes)
+
+
+def _folder_run(i: Inputs, out: Path, data: Path, *extra: str) -> list[str]:
+    args = i.folder(*extra, data=data)
+    args[args.index("--out") + 1] = str(out)
+    return args
+
+
+def _folder_teacher(i: Inputs, data: Path) -> None:
+    assert main(_folder_run(i, i.files / "teacher", data)) == 0
+
+
+READER_CASES = [
+    Case(
+        "images-fifo-named-like-an-image",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "pipe.png is not a regular file",
+        prepare=_fifo,
+    ),
+    Case(
+        "images-dangling-symlink",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "gone.png is a dangling symlink",
+        prepare=_dangling,
+    ),
+    Case(
+        "images-folder-unreadable",
+        lambda i: i.folder(data=i.files / "images"),
+        lambda i: i.folder(),
+        "Permission denied",
+        prepare=lambda i: i.bad_images(),
+        simulate=lambda i: unlistable(i.files / "images" / "train"),
+    ),
+    Case(
+        "data-dir-is-a-file",
+        lambda i: i.train(data=_write(i.files / "fashion.gz", b"not a folder")),
+        lambda i: i.train(),
+        "is a file, not a folder",
+    ),
+    Case(
+        "cifar-labels-not-integers",
+        lambda i: i.train("--dataset", "cifar10", "--student", "resnet8", data=i.files / "cifar"),
+        lambda i: i.train(),
+        "should hold integer labels",
+        prepare=lambda i: _cifar(i.files / "cifar" / "cifar-10-batches-py", labels="floats"),
+    ),
+    Case(
+        "cifar-label-names-not-a-list",
+        lambda i: i.train("--dataset", "cifar10", "--student", "resnet8", data=i.files / "cifar"),
+        lambda i: i.train(),
+        "should be a list of class names",
+        prepare=lambda i: _cifar(i.files / "cifar" / "cifar-10-batches-py", names="text"),
+    ),
+]
+
+
+def _cifar(folder: Path, labels: str = "ints", names: str = "list") -> None:
+    """A tiny ``cifar-10-batches-py`` whose labels or label names are of the wrong type."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for rel in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        values = [k % 10 for k in range(10)]
+        batch = {
+            b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8),
+            b"labels": [float(v) + 0.5 for v in values] if labels == "floats" else values,
+        }
+        dump(folder / rel, batch)
+    label_names = [f"c{k}".encode() for k in range(10)]
+    dump(folder / "batches.meta", {b"label_names": b"c0 c1" if names == "text" else label_names})
+
+
+def _sst2(folder: Path, header: bool) -> Path:
+    """GLUE's SST-2 files, 12 sentences per class, with or without their header line."""
+    rows = "".join(f"{WORDS[('neg', 'pos')[k % 2]]} {k}\t{k % 2}\n" for k in range(24))
+    for name in ("train.tsv", "dev.tsv"):
+        _write(folder / name, ("sentence\tlabel\n" if header else "") + rows)
+    return folder
+
+
+TEXT_LABEL_CASES = [
+    Case(
+        "text-integer-labels-skip-values",
+        lambda i: text_train(
+            i,
+            data=_write(
+                i.files / "gaps.tsv",
+                "text\tlabel\n" + "".join(f"word {k}\t{(0, 3)[k % 2]}\n" for k in range(32)),
+            ),
+        ),
+        lambda i: text_train(i),
+        "the integer labels skip 1, 2",
+    ),
+    Case(
+        "text-labels-mix-integers-and-names",
+        lambda i: text_train(
+            i,
+            data=_write(
+                i.files / "mixed.tsv",
+                "text\tlabel\n"
+                + "".join(f"word {k}\t{('0', '1', 'neg', 'pos')[k % 4]}\n" for k in range(32)),
+            ),
+        ),
+        lambda i: text_train(i),
+        "label 'neg' is a name, but line 2 has the integer label 0",
+    ),
+    Case(
+        "sst2-without-header",
+        lambda i: text_train(i, "--dataset", "sst2", data=_sst2(i.files / "sst2", False)),
+        lambda i: text_train(i, "--dataset", "sst2", data=_sst2(i.files / "sst2-ok", True)),
+        "lacks 'sentence' and 'label'",
+    ),
+]
+
+ROUND_TWO_TEACHER_CASES = [
+    Case(
+        "teacher-other-class-names",
+        lambda i: i.folder("--method", "kd", "--teacher", str(i.files / "teacher")),
+        lambda i: i.folder("--method", "kd", "--teacher", str(i.files / "own-teacher")),
+        "made on other data than this run's (class names ['c', 'd'] -> ['a', 'b'])",
+        prepare=lambda i: (
+            _folder_teacher(i, _other_folder(i, {"c": (6, 2), "d": (6, 2)})),
+            main(_folder_run(i, i.files / "own-teacher", i.images)),
+        ),
+    ),
+    Case(
+        "teacher-same-classes-other-images",
+        lambda i: i.folder("--method", "kd", "--teacher", str(i.files / "teacher")),
+        lambda i: i.folder("--method", "kd", "--teacher", str(i.files / "own-teacher")),
+        "split sizes train 11 -> 10",
+        prepare=lambda i: (
+            _folder_teacher(i, _other_folder(i, {"a": (7, 2), "b": (5, 2)})),
+            main(_folder_run(i, i.files / "own-teacher", i.images)),
+        ),
+    ),
+    Case(
+        "teacher-config-unreadable",
+        lambda i: i.train("--method", "kd", "--teacher", str(i.files / "teacher")),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher)),
+        lambda i: f"{i.files / 'teacher' / 'config.yaml'}: Permission denied",
+        prepare=lambda i: _copy_run(i.teacher, i.files / "teacher"),
+        simulate=lambda i: unreadable(i.files / "teacher" / "config.yaml"),
+    ),
+    Case(
+        "teacher-loss-option-a-list",
+        lambda i: i.train(
+            "--method", "kd", "--teacher", str(i.teacher), "--set", "loss.alpha=[0.5]"
+        ),
+        lambda i: i.train("--method", "kd", "--teacher", str(i.teacher), "--set", "loss.alpha=0.5"),
+        "option 'loss.alpha' of loss 'kd' must be a number, got [0.5]",
+    ),
+]
+
+
+def _unfinished_run(i: Inputs, edit: Callable[[dict], object]) -> None:
+    """The 2-epoch teacher as an unfinished run in --out, its last.pt changed by ``edit`` (the
+    original is kept beside it for the repair)."""
+    _copy_run(i.teacher, i.out)
+    (i.out / "summary.json").unlink()
+    last = i.out / "checkpoints" / "last.pt"
+    shutil.copy(last, i.files / "last.pt")
+    state = torch.load(last, weights_only=True)
+    edit(state)
+    torch.save(state, last)
+
+
+def _restore_last(i: Inputs) -> None:
+    shutil.copy(i.files / "last.pt", i.out / "checkpoints" / "last.pt")
+
+
+def _extend(i: Inputs) -> list[str]:
+    """Resume the finished 2-epoch run in --out for a third epoch."""
+    return ["train", "--resume", str(i.out), "--epochs", "3", "--no-progress"]
+
+
+RESUME_CASES = [
+    Case(
+        "resume-on-other-labels",
+        lambda i: [*_extend(i), "--data-dir", str(i.files / "data")],
+        lambda i: _extend(i),
+        "made on other data than this run's (other labels in the train/val splits",
+        prepare=lambda i: (_run_in(i), _idx(i, labels=torch.roll(N, 1))),
+    ),
+    Case(
+        "resume-on-other-class-counts",
+        lambda i: [*_extend(i), "--data-dir", str(i.files / "data")],
+        lambda i: _extend(i),
+        "split sizes train",
+        prepare=lambda i: (_run_in(i), _idx(i, labels=torch.where(torch.arange(60) == 3, 4, N))),
+    ),
+    Case(
+        "soft-labels-resume-on-other-labels",
+        lambda i: [
+            *["soft-labels", "--out", str(i.out), "--resume", "--no-progress"],
+            *["--data-dir", str(i.files / "data")],
+        ],
+        lambda i: ["soft-labels", "--out", str(i.out), "--resume", "--no-progress"],
+        "made on other data than this run's (other labels in the train/val splits",
+        prepare=lambda i: (
+            _copy_run(i.soft_label_run, i.out),
+            (i.out / "summary.json").unlink(),
+            _idx(i, labels=torch.roll(N, 1)),
+        ),
+    ),
+    Case(
+        "resume-checkpoint-without-history",
+        lambda i: ["train", "--resume", str(i.out)],
+        lambda i: ["train", "--resume", str(i.out), "--no-progress"],
+        "does not match this run (it has no history)",
+        prepare=lambda i: _unfinished_run(i, lambda state: state.pop("history")),
+        repair=_restore_last,
+    ),
+    Case(
+        "resume-checkpoint-of-another-model",
+        lambda i: ["train", "--resume", str(i.out)],
+        lambda i: ["train", "--resume", str(i.out), "--no-progress"],
+        "does not match this run (no weights for",
+        prepare=lambda i: _unfinished_run(i, lambda state: state.update(model={})),
+        repair=_restore_last,
+    ),
+]
+
+OS_ERROR_CASES = [
+    Case(
+        "data-dir-unreadable",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "(Permission denied); check the permissions of --data-dir",
+        prepare=lambda i: i.bad_data(),
+        simulate=lambda i: unsearchable(i.files / "data"),
+    ),
+    Case(
+        "config-unreadable",
+        lambda i: i.train("--config", _config(i, "seed: 1\n")),
+        lambda i: i.train("--config", _config(i, "seed: 1\n")),
+        lambda i: f"{i.files / 'config.yaml'}: Permission denied",
+        simulate=lambda i: unreadable(i.files / "config.yaml"),
+    ),
+    Case(
+        "config-name-too-long",
+        lambda i: i.train("--config", str(i.files / ("c" * 300 + ".yaml"))),
+        lambda i: i.train(),
+        "File name too long",
+    ),
+    Case(
+        "data-file-unreadable",
+        lambda i: i.train(data=i.files / "data"),
+        lambda i: i.train(),
+        "Permission denied",
+        prepare=lambda i: i.bad_data(),
+        simulate=lambda i: unreadable(i.files / "data" / "fashion-mnist"),
+    ),
+]
+
 CASES = (
     NAME_CASES
     + NUMBER_CASES
@@ -869,6 +1199,11 @@ CASES = (
     + IDX_CASES
     + OUT_AND_RESUME_CASES
     + TEXT_CASES
+    + READER_CASES
+    + TEXT_LABEL_CASES
+    + ROUND_TWO_TEACHER_CASES
+    + RESUME_CASES
+    + OS_ERROR_CASES
 )
 
 
@@ -900,7 +1235,7 @@ def run_main(argv: list[str]) -> int:
 
 
 def test_the_table_is_large_enough():
-    assert len(CASES) >= 40
+    assert len(CASES) >= 75
     assert len({case.id for case in CASES}) == len(CASES)
 
 
@@ -1077,7 +1412,17 @@ def test_orphan_temp_files_are_removed_when_a_run_continues(inputs):
     assert keep.read_bytes() == b"the user's own file"
 
 
-@pytest.mark.parametrize("case_id", ["out-under-a-file", "config-not-utf8", "seed-2**64"])
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "out-under-a-file",
+        "config-not-utf8",
+        "seed-2**64",
+        "images-fifo-named-like-an-image",  # no hang: the reader never opens the pipe
+        "config-name-too-long",
+        "resume-checkpoint-without-history",
+    ],
+)
 def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
     """The table's cases in-process, a few of them again as ``python -m reffakd``."""
     case = next(case for case in CASES if case.id == case_id)
@@ -1087,10 +1432,192 @@ def test_errors_through_the_real_entry_point_have_no_traceback(case_id, inputs):
         [sys.executable, "-m", "reffakd", *case.bad(inputs)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     names = case.names(inputs) if callable(case.names) else case.names
     assert len(lines) == 1 and names.lower() in lines[0].lower(), result.stderr
+
+
+# --------------------------------------------------------------------------- the run record
+def test_the_command_is_recorded_before_the_autoencoder_phase(inputs, capsys, monkeypatch):
+    """A run killed while its autoencoder trains (its first work) still names its command."""
+
+    def killed(self, epoch, *args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine.Trainer, "run_epoch", killed)
+    args = inputs.train("--method", "reffakd", "--ae-epochs", "1")
+    assert main(args) == 130
+    capsys.readouterr()
+    assert (inputs.out / "config.yaml").is_file() and (inputs.out / "data.json").is_file()
+    assert (inputs.out / "command.txt").read_text() == shlex.join(["reffakd", *args]) + "\n"
+
+
+def test_a_run_without_a_data_record_resumes(inputs, capsys):
+    """Runs made before data.json existed have nothing to compare, and are accepted."""
+    _run_in(inputs)
+    (inputs.out / "data.json").unlink()
+    assert main(_extend(inputs)) == 0
+    assert json.loads((inputs.out / "data.json").read_text())["split_sizes"]["train"] == 50
+
+
+# --------------------------------------------------------------------------- bench
+def _suite_file(i: Inputs, student: str) -> str:
+    suite = {
+        "name": "tiny",
+        "datasets": ["fashion-mnist"],
+        "methods": ["ce"],
+        "student": {"student": student, "optim": {"epochs": 1, "milestones": [1]}},
+    }
+    return str(_write(i.files / "suite.yaml", yaml.safe_dump(suite)))
+
+
+def _bench(i: Inputs, student: str = "lenet5") -> list[str]:
+    return ["bench", _suite_file(i, student), "--out", str(i.out), "--data-dir", str(i.data)]
+
+
+@pytest.mark.parametrize(
+    ("bad", "names", "prepare", "simulate"),
+    [
+        (lambda i: _bench(i, "lenet6"), "lenet6", None, None),
+        (_bench, lambda i: f"{i.out} is a file", lambda i: _write(i.out, "notes\n"), None),
+        (
+            _bench,
+            lambda i: f"{i.out}: Read-only file system",
+            None,
+            lambda i: refused("mkdir", i.out, errno.EROFS),
+        ),
+    ],
+    ids=["bench-suite-refused", "bench-out-is-a-file", "bench-out-read-only"],
+)
+def test_bench_checks_the_whole_suite_before_writing(inputs, capsys, bad, names, prepare, simulate):
+    """A refused suite leaves --out as it was: no suite.yaml, no command.txt."""
+    if prepare is not None:
+        prepare(inputs)
+    before = snapshot(inputs.out)
+    with simulate(inputs) if simulate else contextlib.nullcontext():
+        assert run_main(bad(inputs)) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (names(inputs) if callable(names) else names) in err
+    assert snapshot(inputs.out) == before
+    if inputs.out.is_file():
+        inputs.out.unlink()
+    assert run_main(_bench(inputs)) == 0
+    assert (inputs.out / "results.md").is_file()
+
+
+def test_tune_refuses_a_grid_value_before_writing(inputs, capsys):
+    args = ["tune", "--dataset", "fashion-mnist", "--data-dir", str(inputs.data)]
+    args += ["--student", "lenet5", "--method", "ls", "--set", "loss.name=kd", "--epochs", "1"]
+    args += ["--grid", "loss.alpha=[0.5", "--out", str(inputs.out), "--no-progress"]
+    assert run_main(args) == 2
+    err = capsys.readouterr().err
+    assert "option 'loss.alpha' of loss 'kd' must be a number, got '[0.5'" in err, err
+    assert not inputs.out.exists()
+
+
+# --------------------------------------------------------------------------- the Python API
+def test_input_errors_of_the_api_are_value_and_type_errors(inputs):
+    config = TrainConfig(student="lenet6")
+    config.data.name, config.data.data_dir = "fashion-mnist", str(inputs.data)
+    with pytest.raises(ValueError, match="lenet6"):
+        train_student(config, inputs.out)
+    with pytest.raises(TypeError, match="'seed' must be an integer"):
+        from_dict(TrainConfig, {"seed": "one"})
+    with pytest.raises(TypeError, match="student must be a torch nn.Module, got str"):
+        train_student(TrainConfig(), inputs.out, student="lenet5")
+    with pytest.raises(TypeError, match="cannot read samples from a object"):
+        train_student(TrainConfig(student="lenet5"), inputs.out, data=object())
+    with pytest.raises(ValueError, match="1 class"):
+        train_student(
+            TrainConfig(student="lenet5"),
+            inputs.out,
+            data={"train": (torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.int64))},
+        )
+    assert not inputs.out.exists()
+
+
+def test_a_huge_label_is_refused_before_classes_are_built(inputs):
+    labels = torch.tensor([0, 10**12] * 4)
+    with pytest.raises(ValueError, match="would make 1,000,000,000,001 classes"):
+        train_student(
+            TrainConfig(student="lenet5"), inputs.out, data=(torch.zeros(8, 28, 28), labels)
+        )
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "error", "message"),
+    [
+        (
+            torch.randn(4, 3),
+            torch.tensor([0.0, 1.0, 2.0, 0.0]),
+            TypeError,
+            "labels must be integer",
+        ),
+        (torch.randn(4, 3), [0, 1, 2, 0], TypeError, "labels must be a torch.Tensor, got list"),
+        (torch.randn(4, 3).tolist(), torch.tensor([0, 1, 2, 0]), TypeError, "logits must be a"),
+        (torch.randn(4, 3), torch.tensor([0, 1, 3, 0]), ValueError, r"lie in \[0, 3\)"),
+        (torch.randn(4, 3), torch.tensor([0, -1, 2, 0]), ValueError, r"found \[-1, 2\]"),
+        (torch.randn(4, 3), torch.tensor([0, 1]), ValueError, r"shape \(4,\)"),
+    ],
+    ids=["float-labels", "list-labels", "list-logits", "label-too-large", "negative", "count"],
+)
+def test_drop_in_losses_name_the_bad_argument(logits, labels, error, message):
+    criterion = LabelSmoothingLoss(3)
+    with pytest.raises(error, match=message):
+        criterion(logits, labels)
+
+
+def test_drop_in_losses_give_nan_for_nan_logits_as_torch_does():
+    logits = torch.full((2, 3), float("nan"))
+    assert torch.isnan(LabelSmoothingLoss(3)(logits, torch.tensor([0, 1])))
+
+
+# --------------------------------------------------------------------------- OS errors, one place
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line(inputs, capsys):
+    assert run_main(inputs.train(out=inputs.files / ("o" * 300))) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "File name too long; fix the path." in err
+    assert list(inputs.files.iterdir()) == []
+
+
+def test_only_the_users_os_errors_become_messages():
+    """Errors of the user's files are worded; others (a bug) keep their traceback."""
+    refused = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/x.yaml")
+    message = os_error_message(refused)
+    assert (
+        message
+        == "/data/x.yaml: Permission denied; check the permissions of the file and its folders"
+    )
+    assert os_error_message(OSError(errno.EBADF, os.strerror(errno.EBADF))) is None
+
+
+def test_the_fingerprint_names_what_differs(inputs):
+    recorded = {
+        "class_names": ["a", "b"],
+        "split_sizes": {"train": 10, "val": 2, "test": 4},
+        "labels_sha256": {"train": "1", "val": "2", "test": "3"},
+    }
+    assert fingerprint_difference(recorded, recorded) is None
+    other = {**recorded, "labels_sha256": {"train": "1", "val": "2", "test": "9"}}
+    assert (
+        fingerprint_difference(recorded, other)
+        == "other labels in the test split at the same sizes"
+    )
+    names = [f"c{k}" for k in range(10)]
+    assert fingerprint_difference(recorded, {**recorded, "class_names": names}) == (
+        "class names ['a', 'b'] -> ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', ...] (10 classes)"
+    )
+
+
+def test_loss_options_take_any_number_and_refuse_other_types():
+    assert KDLoss(nn.Linear(2, 3), alpha=np.float32(0.5), temperature=np.int64(4)) is not None
+    with pytest.raises(TypeError, match="option 'loss.alpha' of loss 'kd' must be a number"):
+        KDLoss(nn.Linear(2, 3), alpha=[0.5])
+    with pytest.raises(TypeError, match="option 'loss.temperature' of loss 'kd' must be a number"):
+        KDLoss(nn.Linear(2, 3), temperature="4")

@@ -203,3 +203,32 @@ def test_rank_seeds_are_the_run_seed_on_rank_zero_and_distinct_elsewhere():
     assert rank_seed(7, 0) == 7
     seeds = {rank_seed(7, r) for r in range(1, 8)}
     assert len(seeds) == 7 and 7 not in seeds and rank_seed(7, 1) == rank_seed(7, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["pskd", "ols"])
+def test_self_kd_state_is_merged_over_the_processes(odd_data, tmp_path, method):
+    """PS-KD's per-sample store and OLS's class sums are merged at each epoch's end, so two
+    processes train the weights (and keep the state) of one."""
+    run = ("--student", "mlp", "--method", method, "--batch-size", "64", "--epochs", "3")
+    assert main(run_args(odd_data, tmp_path / "single", *run)) == 0
+    ddp = torchrun(*run_args(odd_data, tmp_path / "ddp", *run))
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single, two = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    for key in single:
+        assert torch.allclose(single[key], two[key], atol=1e-5, rtol=0), key
+    states = [
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=False)["extra"]
+        for name in ("single", "ddp")
+    ]
+    for key, value in states[0]["source"].items():
+        assert torch.allclose(value.float(), states[1]["source"][key].float(), atol=1e-5), key
+
+
+def test_methods_that_add_samples_to_a_batch_refuse_torchrun(odd_data, tmp_path):
+    run = ("--student", "mlp", "--method", "cskd", "--batch-size", "64", "--epochs", "1")
+    ddp = torchrun(*run_args(odd_data, tmp_path / "ddp", *run))
+    assert ddp.returncode != 0
+    assert "reffakd: error: method 'cskd' adds samples to each batch" in ddp.stderr
+    assert not (tmp_path / "ddp").exists()  # refused before anything was written
+    assert "site-packages/reffakd" not in ddp.stderr and "src/reffakd" not in ddp.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import preset_signal
 from torch import nn
 
 from reffakd.aesl.autoencoder import make_soft_labels
@@ -207,7 +208,7 @@ def test_every_preset_trains_an_hf_student(
         "aesl": ["--soft-labels", str(embedder_labels / "soft_labels.pt")],
         "lwkd": ["--set", "source.teacher_epochs=1", "--set", "source.per_class=10",
                  "--set", "source.pool_per_class=4"],
-    }.get(PRESETS.get(name).source, [])  # fmt: skip
+    }.get(preset_signal(name), [])  # fmt: skip
     out = tmp_path / "run"
     assert main(train_args(text_data, out, hf_name, "--method", name, *MAX_LEN, *flags)) == 0
     summary = summary_of(out)

@@ -117,6 +117,9 @@ CASES = [
     ("text", "bilstm", "ce", ()),
     ("text", "bilstm", "reffakd", ("--ae-epochs", "1")),  # its autoencoder is the rnn_ae
     ("text", "textcnn", "reffakd+dkd", ("--ae-epochs", "1")),
+    *(("image", "lenet5", name, ()) for name in ("pskd", "cskd", "ols", "dlb", "zipf-ls")),
+    ("text", "textcnn", "cskd", ()),
+    ("text", "textcnn", "dlb", ()),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -558,13 +559,30 @@ def test_textfile_csv_names_bom_quotes_unicode(tmp_path: Path) -> None:
 
 
 def test_textfile_tsv_without_header_integer_labels(tmp_path: Path) -> None:
-    write(tmp_path / "train.tsv", "first text\t0\nsecond\t2\nthird\t2\n")
+    write(tmp_path / "train.tsv", "first text\t0\nsecond\t2\nthird\t1\n")
     write(tmp_path / "test.tsv", "fourth\t1\n")
     raw = read_textfile(
         tmp_path / "train.tsv", tmp_path / "test.tsv", TextFileOptions(header=False)
     )
     assert raw.class_names == ["0", "1", "2"]  # integers used as is
-    assert raw.train.labels.tolist() == [0, 2, 2] and raw.test.labels.tolist() == [1]
+    assert raw.train.labels.tolist() == [0, 2, 1] and raw.test.labels.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["0", "3"], "the integer labels skip 1, 2 (found 2 values up to 3)"),
+        (["0", str(10**12)], "skip 1, 2, 3, 4, 5 (found 2 values up to 1000000000000)"),
+        (["0", "2", "1"] + ["neg"], "label 'neg' is a name, but line 1 has the integer label 0"),
+    ],
+)
+def test_textfile_integer_labels_without_gaps_or_names(tmp_path: Path, labels, message) -> None:
+    """Skipped integers would be classes without a sample; integers mixed with names would be
+    one class per spelling."""
+    rows = "".join(f"text {i}\t{label}\n" for i, label in enumerate(labels * 4))
+    path = write(tmp_path / "train.tsv", rows)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_textfile(path, options=TextFileOptions(header=False))
 
 
 def test_textfile_columns_by_name_and_index(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import preset_signal
 
 from reffakd.aesl.similarity import soft_labels_from_similarity
 from reffakd.aesl.soft_labels import SoftLabels
@@ -225,7 +226,7 @@ def test_text_soft_labels_shape_rows_and_records(text_soft_labels, tokens):
 
 # --------------------------------------------------------------------------- every preset
 def preset_flags(name: str, teacher: Path, soft_labels: Path) -> list[str]:
-    source = PRESETS.get(name).source
+    source = preset_signal(name)
     flags = {
         "teacher": ["--teacher", str(teacher)],
         "self": ["--teacher", str(teacher)],

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -51,7 +52,14 @@ def test_tune_selects_on_validation_and_writes_a_usable_config(tiny_data, tmp_pa
     assert boosted["soft_labels"].diag().mean() > plain["soft_labels"].diag().mean()
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["loss"]["alpha"] == record["best"]["params"]["loss.alpha"]
-    assert (out / "tune.md").read_text().count("\n") == 6
+    table = (out / "tune.md").read_text()
+    assert table.split("\n\n")[0].count("\n") == 5  # header, rule, 4 trials
+    effect = record["selection_effect"]
+    on_test = max(t["test_max"] for t in record["trials"])
+    assert effect["chosen_on_test"]["test"] == on_test
+    assert effect["chosen_on_validation"]["test"] == record["best"]["test_at_val_best"]
+    assert effect["optimism_points"] == pytest.approx(on_test - record["best"]["test_at_val_best"])
+    assert effect["optimism_points"] >= 0 and "points of optimism" in table
     capsys.readouterr()
     assert (
         main(

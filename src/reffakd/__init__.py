@@ -40,6 +40,7 @@ _EXPORTS = {
     "DISTLoss": "reffakd.kd.modules",
     "LabelSmoothingLoss": "reffakd.kd.modules",
     "TfKDVirtualLoss": "reffakd.kd.modules",
+    "PSKD": "reffakd.kd.selfkd",
     "write_report": "reffakd.experiments.report",
 }
 

@@ -38,6 +38,7 @@ from reffakd.experiments.listing import LISTINGS
 from reffakd.experiments.report import write_report
 from reffakd.experiments.show import show
 from reffakd.experiments.tune import parse_grid, run_tune
+from reffakd.files import os_error_message
 from reffakd.models import is_user_module_name
 from reffakd.training.distributed import world_from_env
 from reffakd.training.rundir import RunDir, config_changes, describe_changes
@@ -577,6 +578,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"reffakd: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the user's files, read or written anywhere: one line
+        message = os_error_message(exc)
+        if message is None:
+            raise
+        print(f"reffakd: error: {message}.", file=sys.stderr)
+        return UserError.exit_code
     except NonFiniteLossError as exc:
         print(f"reffakd: stopped: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from reffakd.errors import UserError, first_line
+from reffakd.errors import UserError, UserTypeError, first_line
 
 
 @dataclass
@@ -326,7 +326,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
 
 
 def _type_error(key: str, expected: str, value: Any) -> UserError:
-    return UserError(
+    return UserTypeError(
         f"config key '{key}' must be {expected}, got {value!r}; fix it in the config file or --set."
     )
 
@@ -356,11 +356,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"--set expects key=value (e.g. optim.lr=0.05), got {text!r}.")
     key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml_value(raw)
+
+
+def yaml_value(raw: str) -> Any:
+    """A command-line value as YAML (``0.1``, ``[1, 2]``, ``true``); text that is not valid YAML
+    stays text, for the config's type check to name."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        return yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
+        return raw
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -1,17 +1,24 @@
 """User-facing errors.
 
 Anything the user can fix (bad paths, corrupt files, unknown names, mismatched shapes) raises
-:class:`UserError`. The CLI prints its message on one line and exits with code 2, without a
-traceback. Programming errors are left as ordinary exceptions.
+:class:`UserError`, a ``ValueError`` (:class:`UserTypeError`, a value of the wrong type, is also
+a ``TypeError``), so Python callers catch input errors as they do PyTorch's and NumPy's. The CLI
+prints its message on one line and exits with code 2, without a traceback; it turns the
+``OSError`` s of the user's files into the same one line (:func:`os_error_message`). Programming
+errors are left as ordinary exceptions.
 """
 
 from __future__ import annotations
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """A problem with the user's input. The message says what is wrong and how to fix it."""
 
     exit_code = 2
+
+
+class UserTypeError(UserError, TypeError):
+    """An input of the wrong type (a list where a number belongs, float labels)."""
 
 
 class DataError(UserError):

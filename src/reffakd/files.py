@@ -1,9 +1,11 @@
 """Writing files so that a crash never leaves a half-written one: atomic bytes, text, JSON,
-torch objects and matplotlib figures.
+torch objects and matplotlib figures; and reading the user's files as regular files only.
 
 When the file system refuses a write (a full disk, a read-only mount, no permission, a file where
 a folder should be), the error is a :class:`~reffakd.errors.StorageError` naming the path: the
-user's folder is the problem, not the program. Other ``OSError``s stay as they are.
+user's folder is the problem, not the program. :func:`os_error_message` is the one place an
+``OSError`` of the user's files (a read or a write) becomes a one-line message; ``OSError`` s of
+other kinds stay as they are.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 
 import torch
 
-from reffakd.errors import StorageError
+from reffakd.errors import DataError, StorageError
 
 # Every errno here is the folder's state, which the user can change (and what to change);
 # anything else is a bug and keeps its traceback.
@@ -38,6 +41,50 @@ REFUSED_WRITE = {
     errno.ELOOP: "fix the path",
 }
 TEMP_SUFFIX = ".tmp"
+# The same states met on any access, read or write: what the user changes.
+OS_ADVICE = {
+    **REFUSED_WRITE,
+    errno.EACCES: "check the permissions of the file and its folders",
+    errno.EPERM: "check the permissions of the file and its folders",
+    errno.ENOENT: "check the path",
+    errno.ENXIO: "pass a regular file",
+    errno.EIO: "check the disk or copy the file elsewhere",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """``PATH: reason; what to change`` for an OSError of the user's files, else None (a bug)."""
+    advice = OS_ADVICE.get(exc.errno) if exc.errno is not None else None
+    if advice is None:
+        return None
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror or exc}; {advice}"
+
+
+def read_regular(path: Path, what: str) -> bytes:
+    """The bytes of a user's file, which must be a regular file (:func:`regular_file`); the
+    file system refusing the read stays an OSError, for :func:`os_error_message` to word."""
+    return regular_file(path, what).read_bytes()
+
+
+def regular_file(path: Path, what: str) -> Path:
+    """``path`` if it is a regular file (through symlinks); else a DataError naming what it is.
+
+    Readers check this before opening: a FIFO named like an image would block the read forever,
+    a dangling symlink or a folder would fail with a less helpful error.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        state = "a dangling symlink" if path.is_symlink() else "missing"
+        raise DataError(
+            f"{what} {path} is {state}; remove it or point it at a real file."
+        ) from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
+        raise DataError(f"{what} {path} is {kind}; remove it or replace it with a regular file.")
+    return path
 
 
 @contextlib.contextmanager

@@ -49,10 +49,10 @@ from reffakd.training.engine import Trainer
 from reffakd.training.plots import plot_curves
 from reffakd.training.rundir import (
     RunDir,
-    check_or_write_config,
     check_recorded_config,
+    check_resumable,
     open_run,
-    record_command,
+    write_record,
 )
 from reffakd.training.sinks import epoch_sinks, require_tensorboard
 from reffakd.training.summary import write_summary
@@ -169,6 +169,22 @@ def make_soft_labels(
         run_dir.unlock()
 
 
+def _record(
+    run_dir: RunDir,
+    config: SoftLabelConfig,
+    data: PreparedData,
+    command: str | None,
+    model: nn.Module | None = None,
+) -> None:
+    """Check what a resume continues from (the data, ``model``'s checkpoint), then record the
+    run (config, data fingerprint, command line) before any work."""
+    fingerprint = data.fingerprint()
+    recorded = check_recorded_config(run_dir, SoftLabelConfig, config, KIND)
+    check_resumable(run_dir, fingerprint, model)
+    data.save_inputs(run_dir.path)
+    write_record(run_dir, config, fingerprint, command, write_config=not recorded)
+
+
 def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> AutoencoderSetup:
     """The seeded autoencoder of the data's modality (:data:`AUTOENCODERS`), and its transform."""
     seed_everything(config.seed)
@@ -185,8 +201,7 @@ def _make_soft_labels_locked(
     compute: ComputeConfig,
 ) -> SoftLabels:
     ae, metric = setup.model, setup.metric
-    check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
-    data.save_inputs(run_dir.path)
+    _record(run_dir, config, data, command, ae)
     trainer = Trainer(
         Reconstruction(ae, metric),
         data.splits,
@@ -202,7 +217,6 @@ def _make_soft_labels_locked(
     )
     if run_dir.last_checkpoint.exists():
         trainer.resume()
-    record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("autoencoder_training", device) as train_meter:
         result = trainer.fit()
     best = load_checkpoint(run_dir.best_checkpoint)
@@ -296,9 +310,7 @@ def _embedder_soft_labels(
     transform = data.batch_transform(AugmentConfig(enabled=False))
     run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
     try:
-        check_or_write_config(run_dir, SoftLabelConfig, config, KIND)
-        data.save_inputs(run_dir.path)
-        record_command(run_dir.path, command)
+        _record(run_dir, config, data, command)
         with PhaseMeter("soft_label_computation", device) as meter:
             labels = _aesl_from_autoencoder(config, encoder, data, transform, device)
         phase = phase_cost(

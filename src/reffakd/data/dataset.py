@@ -210,3 +210,20 @@ def check_classes(raw: RawDataset, splits: DataSplits, val_fraction: float) -> N
                 f"data.val_fraction={val_fraction} for validation (it has {int(in_raw[label])}); "
                 "add images or lower data.val_fraction."
             )
+
+
+def require_every_class(what: str, class_names: list[str], labels: Tensor, fix: str) -> None:
+    """At least 2 classes, each with a training sample (``labels``: the train split's): an
+    empty class would be a class the model can never learn, trained on silently."""
+    if len(class_names) < 2:
+        raise DataError(
+            f"{what} has {len(class_names)} class(es) ({', '.join(class_names) or 'none'}); a "
+            "classifier needs at least 2: add samples of another class."
+        )
+    counts = torch.bincount(labels, minlength=len(class_names)).tolist()
+    empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+    if empty:
+        raise DataError(
+            f"class {empty[0]!r} of {what} has no training sample ({len(empty)} of "
+            f"{len(class_names)} classes are empty); {fix}"
+        )

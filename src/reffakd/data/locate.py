@@ -47,6 +47,8 @@ def _places(spec: DatasetSpec, root: Path, explicit: bool) -> list[tuple[Path, b
 def locate(spec: DatasetSpec, data_dir: PathLike | None = None) -> Found | None:
     """The first usable copy of the dataset in the search order, or None."""
     assert spec.probe is not None
+    if data_dir is not None and Path(data_dir).exists() and not Path(data_dir).is_dir():
+        return _given_file(spec, Path(data_dir))
     for root, origin in search_roots(data_dir):
         explicit = origin == "--data-dir"
         if spec.explicit_only and not explicit:
@@ -55,11 +57,28 @@ def locate(spec: DatasetSpec, data_dir: PathLike | None = None) -> Found | None:
             try:
                 found = spec.probe(path, dedicated) if path.exists() else None
             except PermissionError as err:
+                if explicit:  # the user's own folder: say so, not "not found" later
+                    raise DataError(
+                        f"cannot read {err.filename or path} ({err.strerror}); check the "
+                        "permissions of --data-dir and the folders in it."
+                    ) from None
                 log.warning("skipping %s: %s", path, err)
                 continue
             if found is not None:
                 return found
     return None
+
+
+def _given_file(spec: DatasetSpec, path: Path) -> Found:
+    """``--data-dir`` naming a file: a dataset read from one file (a TSV, an archive) takes it;
+    others would silently search elsewhere."""
+    assert spec.probe is not None
+    found = spec.probe(path, True)
+    if found is None:
+        raise DataError(
+            f"--data-dir {path} is a file, not a folder; pass the folder that holds {spec.expects}."
+        )
+    return found
 
 
 def _not_found(spec: DatasetSpec, data_dir: PathLike | None, problem: str) -> DataError:

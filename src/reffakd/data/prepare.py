@@ -34,7 +34,13 @@ from torch import Tensor
 
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform, channel_stats
-from reffakd.data.dataset import DataSplits, check_classes, hold_out_validation
+from reffakd.data.dataset import (
+    DataSplits,
+    check_classes,
+    hold_out_validation,
+    require_every_class,
+)
+from reffakd.data.fingerprint import data_fingerprint
 from reffakd.data.hf_text import (
     TOKENIZER_FILE,
     HFTokenizer,
@@ -95,6 +101,10 @@ class PreparedData(ABC):
     def describe(self) -> dict[str, Any]:
         """What a run summary records about the inputs."""
         return {"modality": self.modality, **self.model_input}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Class names, split sizes and label hashes (:mod:`reffakd.data.fingerprint`)."""
+        return data_fingerprint(self.splits)
 
     def save_inputs(self, folder: Path) -> None:
         """Record in a run directory what its model's inputs mean (default: nothing to record)."""
@@ -410,6 +420,12 @@ def prepare_text(spec: DatasetSpec, config: DataConfig) -> PreparedText:
         max_size=config.max_vocab,
         max_len=config.max_len or spec.max_len,
         train_limit=config.train_limit,
+    )
+    require_every_class(
+        spec.name,
+        list(splits.class_names),
+        splits.train.labels,
+        "add texts of that class, or lower data.val_fraction or raise data.train_limit.",
     )
     return PreparedText(spec, splits)
 

@@ -91,17 +91,20 @@ def _archive_in(folder: Path, stem: str) -> Path | None:
 # Probes
 
 
-def _is_sst2_folder(folder: Path) -> bool:
+def _is_sst2_folder(folder: Path, dedicated: bool) -> bool:
+    """GLUE's file names, and its header; in a folder dedicated to SST-2 the names are enough,
+    so that files without their header are read, and refused naming it, not "not found"."""
     header = [cell.strip() for cell in _first_row(folder / "train.tsv", "\t")]
     has_other = (folder / "dev.tsv").is_file() or (folder / "test.tsv").is_file()
-    return "sentence" in header and "label" in header and has_other
+    named = (folder / "train.tsv").is_file() and has_other
+    return named and (dedicated or ("sentence" in header and "label" in header))
 
 
 def _sst2_probe(path: Path, dedicated: bool) -> Found | None:
     if path.is_file():
         return _archive_probe(path, dedicated, "SST-2", read_sst2)
-    for folder in (path, path / "SST-2"):
-        if _is_sst2_folder(folder):
+    for folder, own in ((path, dedicated), (path / "SST-2", True)):
+        if _is_sst2_folder(folder, own):
             return _found(folder, read_sst2)
     archive = _archive_in(path, "SST-2")
     return _found(archive, read_sst2) if archive else None

@@ -29,15 +29,22 @@ from PIL import Image
 from torch import Tensor
 
 from reffakd.data.augment import channel_stats
-from reffakd.data.dataset import DataSplits, ImageSplit, RawDataset, hold_out_validation
+from reffakd.data.dataset import (
+    DataSplits,
+    ImageSplit,
+    RawDataset,
+    hold_out_validation,
+    require_every_class,
+)
 from reffakd.data.prepare import PreparedImages
 from reffakd.data.readers.image_modes import to_uint8
 from reffakd.data.spec import DatasetSpec
-from reffakd.errors import DataError, UserError
+from reffakd.errors import DataError, UserError, UserTypeError
 
 USER_DATA = "user data"
 DEFAULT_KEYS = ("image", "label")
 SPLIT_KEYS = ("train", "val", "test", "class_names")
+MAX_CLASSES = 100_000  # numbered classes: more is a stray label, not a dataset
 ALIASES = {"validation": "val"}  # Hugging Face's name for the validation split
 NO_AUGMENTATION = {"crop_padding": 0, "flip": False, "rotation": 0.0}
 
@@ -78,7 +85,7 @@ def _tensor_pair(data: Any) -> tuple[Tensor, Tensor] | None:
 
 def _items(data: Any) -> Iterable[Any]:
     if isinstance(data, Tensor | np.ndarray | str | bytes | Mapping):
-        raise UserError(
+        raise UserTypeError(
             f"cannot read samples from a {type(data).__name__}: pass a Dataset of (input, label) "
             "pairs, a pair of tensors (inputs, labels), or an iterable of (inputs, labels) batches."
         )
@@ -86,7 +93,7 @@ def _items(data: Any) -> Iterable[Any]:
         return (data[i] for i in range(len(data)))
     if isinstance(data, Iterable):
         return data
-    raise UserError(
+    raise UserTypeError(
         f"cannot read samples from a {type(data).__name__}: it is neither a dataset (len and "
         "indexing) nor an iterable of (inputs, labels) batches."
     )
@@ -129,7 +136,7 @@ def _split_item(item: Any, keys: Sequence[str], number: int) -> tuple[Any, Any]:
         return item[keys[0]], item[keys[1]]
     if isinstance(item, tuple | list) and len(item) >= 2:
         return item[0], item[1]
-    raise UserError(
+    raise UserTypeError(
         f"item {number} is a {type(item).__name__}, not an (input, label) pair or a mapping."
     )
 
@@ -143,7 +150,7 @@ def _as_tensor(value: Any, what: str, number: int) -> Tensor:
     try:
         return torch.as_tensor(np.asarray(value))
     except (TypeError, ValueError, RuntimeError):
-        raise UserError(
+        raise UserTypeError(
             f"item {number}: the {what} is a {type(value).__name__}, not a tensor, array, "
             "number or PIL image."
         ) from None
@@ -151,7 +158,7 @@ def _as_tensor(value: Any, what: str, number: int) -> Tensor:
 
 def _labels(labels: Tensor) -> Tensor:
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        raise UserError(f"labels must be integer class indices, got {labels.dtype}.")
+        raise UserTypeError(f"labels must be integer class indices, got {labels.dtype}.")
     if len(labels) and int(labels.min()) < 0:
         raise UserError(f"labels must be class indices >= 0, found {int(labels.min())}.")
     return labels.to(torch.int64)
@@ -240,8 +247,7 @@ def user_splits(
     gathered = {k: gather(parts[k], keys) for k in ("train", "val", "test") if k in parts}
     names = parts.get("class_names") or class_names_of(parts["train"], keys[1])
     if names is None:
-        top = max(int(y.max()) for _, y in gathered.values() if len(y))
-        names = [str(k) for k in range(top + 1)]
+        names = _numbered_classes(gathered)
     splits = {k: image_split(x, y, names) for k, (x, y) in gathered.items()}
     train = splits["train"]
     test = splits.get("test") or train.subset(torch.zeros(0, dtype=torch.int64))
@@ -251,9 +257,28 @@ def user_splits(
     return hold_out_validation(raw, val_fraction, split_seed)
 
 
+def _numbered_classes(gathered: dict[str, tuple[Tensor, Tensor]]) -> list[str]:
+    """Classes "0".."top" for the largest label, refusing a label that would make a table of
+    classes too large for memory (a stray 10**12)."""
+    top = max(int(y.max()) for _, y in gathered.values() if len(y))
+    if top >= MAX_CLASSES:
+        raise UserError(
+            f"labels go up to {top}, which would make {top + 1:,} classes (at most "
+            f"{MAX_CLASSES:,}); number the classes 0..C-1, or pass class_names."
+        )
+    return [str(k) for k in range(top + 1)]
+
+
 def prepare_user_data(splits: DataSplits, image_size: int | None) -> PreparedImages:
     """What training needs from user splits. Without ``image_size`` the images' own side is
     used; non-square images then need one, as the engine trains on square inputs."""
+    require_every_class(
+        "the data",
+        list(splits.class_names),
+        splits.train.labels,
+        "number the classes 0..C-1 without gaps, pass class_names of the classes present, or "
+        "lower data.val_fraction.",
+    )
     channels, height, width = splits.train.shape
     for name, split in (("val", splits.val), ("test", splits.test)):
         if len(split) and split.shape != splits.train.shape:

@@ -17,7 +17,7 @@ from reffakd.data.spec import get_spec
 from reffakd.data.user import USER_DATA
 from reffakd.errors import UserError
 from reffakd.kd.methods import ResolvedMethod, resolve_method
-from reffakd.kd.objectives import OBJECTIVES, Objective, build_objective
+from reffakd.kd.objectives import Objective, build_objective
 from reffakd.kd.signal import SOURCES, SourceContext, TeacherSource, build_source
 from reffakd.models import (
     build_model,
@@ -48,7 +48,8 @@ class StudentRun:
 def validate_names(
     config: TrainConfig, *, check_dataset: bool = True, check_student: bool = True
 ) -> ResolvedMethod:
-    """Fail fast, before any data is read, on unknown dataset, method, source, loss or model.
+    """Fail fast, before any data is read, on unknown dataset, method, source, loss or model,
+    and on loss options of unknown names or wrong types.
 
     ``check_dataset`` / ``check_student`` are False when the data / the student module were
     passed as objects rather than named."""
@@ -58,7 +59,7 @@ def validate_names(
     method = resolve_method(config.method, config.source, config.loss)
     if method.source is not None:
         SOURCES.get(method.source)
-    OBJECTIVES.get(method.loss)
+    build_objective(method.loss, method.loss_options)  # its options' names and types
     if check_student:
         check_model_name(config.student)
     if config.tensorboard:
@@ -111,10 +112,16 @@ def build_run(
             progress=config.progress,
             augmented=transform.augments,
             ae=ae_config_for(config),
+            epochs=config.optim.epochs,
             writes=dist.is_main,
             compute=config.compute,
         )
         source = build_source(method.source, method.source_options, context)
+        if source.adds_samples and dist.enabled:
+            raise UserError(
+                f"method {config.method!r} adds samples to each batch (CS-KD, DLB), which "
+                "torchrun runs do not support yet: train it in one process."
+            )
     objective = build_objective(method.loss, method.loss_options)
     return StudentRun(config, data, method, device, transform, student, source, objective)
 

@@ -24,12 +24,11 @@ import torch
 from torch import nn
 
 from reffakd import __version__
-from reffakd.config import TrainConfig, dump_yaml, load_yaml
+from reffakd.config import TrainConfig, load_yaml
 from reffakd.data.prepare import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, absolute_paths, build_run
-from reffakd.errors import UserError
-from reffakd.files import atomic_write_text
+from reffakd.errors import UserError, UserTypeError
 from reffakd.kd.signal import SignalRecord
 from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
@@ -42,10 +41,11 @@ from reffakd.training.plots import plot_curves
 from reffakd.training.precision import AUTO, cpu_bf16_units
 from reffakd.training.rundir import (
     RunDir,
+    check_resumable,
     config_changes,
     describe_changes,
     open_run,
-    record_command,
+    write_record,
 )
 from reffakd.training.runs import load_run_config, read_summary
 from reffakd.training.sinks import epoch_sinks
@@ -147,7 +147,7 @@ def _recorded(config: TrainConfig, student: nn.Module | None, data: Any) -> Trai
     """A copy of ``config`` naming the module and data passed as objects."""
     if student is not None:
         if not isinstance(student, nn.Module):
-            raise UserError(f"student must be a torch nn.Module, got {type(student).__name__}.")
+            raise UserTypeError(f"student must be a torch nn.Module, got {type(student).__name__}.")
         config = dataclasses.replace(config, student=user_module_name(student))
     if data is not None and not isinstance(data, PreparedData):
         data_config = dataclasses.replace(config.data, name=USER_DATA, data_dir=None)
@@ -188,19 +188,22 @@ def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> 
     )
 
 
-def _write_config(run_dir: RunDir, run: StudentRun, resume: bool) -> None:
-    config = run.config
-    run.data.save_inputs(run_dir.path)  # first: a resumed run whose inputs changed is refused
+def _write_record(run_dir: RunDir, run: StudentRun, resume: bool, command: str | None) -> None:
+    """Check what a resume continues from, then record the run, before any work."""
+    fingerprint = run.data.fingerprint()
+    if resume:
+        check_resumable(run_dir, fingerprint, run.student)
+    run.data.save_inputs(run_dir.path)  # a resumed run whose inputs changed is refused here
     if resume:  # a finished run extended to more epochs is unfinished again
         run_dir.summary.unlink(missing_ok=True)
-    atomic_write_text(run_dir.config, dump_yaml(config))
+    write_record(run_dir, run.config, fingerprint, command)
 
 
 def _train_locked(
     run: StudentRun, run_dir: RunDir, resume: bool, command: str | None, dist: DistContext
 ) -> dict[str, Any]:
     config, data = run.config, run.data
-    dist.main_first(lambda: _write_config(run_dir, run, resume), others=False)
+    dist.main_first(lambda: _write_record(run_dir, run, resume, command), others=False)
     record = SignalRecord()
     signal_seconds = 0.0
     if run.source is not None:
@@ -227,8 +230,6 @@ def _train_locked(
     )
     if resume and run_dir.last_checkpoint.exists():
         trainer.resume()
-    if dist.is_main:
-        record_command(run_dir.path, command)  # once the run is known to start or continue
     with PhaseMeter("student_training", run.device) as meter:
         result = trainer.fit()
     student_phase = _student_phase(run, meter.result, result.summary, forwards)
@@ -270,7 +271,8 @@ def _train_locked(
 
 
 def _phase_networks(run: StudentRun) -> tuple[dict[str, nn.Module], dict[str, Any]]:
-    """The student and the frozen networks the source runs on every batch, with their inputs."""
+    """The student and the frozen networks the source runs on every batch, with their inputs;
+    ``student_no_grad`` is the student's extra forward without gradient (CS-KD's partners)."""
     networks: dict[str, nn.Module] = {"student": run.student}
     inputs = dict.fromkeys(networks, run.data.example_input())
     if run.source is not None:
@@ -278,7 +280,16 @@ def _phase_networks(run: StudentRun) -> tuple[dict[str, nn.Module], dict[str, An
         networks.update(frozen)
         inputs.update({name: run.data.example_input() for name in frozen})
         inputs.update(run.source.network_inputs())
+        if _extra_student_samples(run).get("no_grad"):
+            networks["student_no_grad"] = run.student
+            inputs["student_no_grad"] = run.data.example_input()
     return networks, inputs
+
+
+def _extra_student_samples(run: StudentRun) -> dict[str, int]:
+    assert run.source is not None
+    epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
+    return run.source.extra_student_samples(epochs, train_size)
 
 
 def _eager_flops(run: StudentRun) -> dict[str, dict[str, Any]]:
@@ -293,13 +304,19 @@ def _student_phase(
     summary: dict[str, Any],
     forwards: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Student training, with the frozen networks the source runs on every batch."""
+    """Student training, with the frozen networks the source runs on every batch and the
+    student's passes that self-distillation adds (DLB's repeated half is more trained samples;
+    CS-KD's partners run as ``student_no_grad``)."""
     networks, inputs = _phase_networks(run)
     epochs, train_size = run.config.optim.epochs, len(run.data.splits.train)
     samples = {"student": epochs * train_size}
     if run.source is not None:
         samples.update(run.source.network_samples(epochs, train_size))
-    return phase_cost(
+        extra = _extra_student_samples(run)
+        samples["student"] += extra.get("trained", 0)
+        if extra.get("no_grad"):
+            samples["student_no_grad"] = extra["no_grad"]
+    phase = phase_cost(
         "student_training",
         networks,
         inputs,
@@ -308,3 +325,6 @@ def _student_phase(
         trained=["student"],
         forwards=forwards,
     )
+    if run.source is not None and run.source.state_bytes():
+        phase["source_state_mb"] = round(run.source.state_bytes() / 2**20, 3)
+    return phase

@@ -40,10 +40,13 @@ from reffakd.config import (
     merge,
     to_dict,
 )
+from reffakd.data.spec import get_spec
+from reffakd.distill.build import validate_names
 from reffakd.distill.train import train_student
 from reffakd.errors import NonFiniteLossError, UserError, first_line
-from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_method_curves
-from reffakd.files import atomic_write_text, write_json
+from reffakd.experiments.plots import plot_accuracy_vs_cost, plot_budget, plot_method_curves
+from reffakd.experiments.stats import difference
+from reffakd.files import atomic_write_text, refused_writes, write_json
 from reffakd.kd.methods import PRESETS, resolve_method
 from reffakd.lwkd.teacher import TEACHER_DIR
 from reffakd.training.rundir import RunDir, record_command
@@ -61,7 +64,21 @@ class Suite:
     teacher: dict[str, Any] = field(default_factory=dict)
     ae: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Extra ce runs trained for these multiples of the student's epochs (milestones scaled
+    # alike): the equal-compute comparison's "spend it on more student epochs" points.
+    ce_budget: list[float] = field(default_factory=list)
     description: str = ""
+
+    def budget_methods(self) -> list[str]:
+        return [budget_name(m) for m in self.ce_budget]
+
+    def all_methods(self) -> list[str]:
+        return [*self.methods, *self.budget_methods()]
+
+
+def budget_name(multiple: float) -> str:
+    """The row name of ce trained for ``multiple`` × the suite's epochs, e.g. ``ce@2x``."""
+    return f"ce@{multiple:g}x"
 
 
 def packaged_suites() -> list[str]:
@@ -87,6 +104,12 @@ def load_suite(name_or_path: str) -> Suite:
         PRESETS.get(method)
     if not suite.methods or not suite.datasets or not suite.seeds:
         raise UserError(f"suite {path} needs at least one dataset, method and seed.")
+    if any(
+        not isinstance(m, int | float) or isinstance(m, bool) or m <= 1 for m in suite.ce_budget
+    ):
+        raise UserError(
+            f"suite {path}: 'ce_budget' must list multiples > 1, got {suite.ce_budget}."
+        )
     return suite
 
 
@@ -100,6 +123,7 @@ def _check_suite_types(values: dict[str, Any], path: Path) -> None:
         "teacher": (dict, None),
         "ae": (dict, None),
         "method_options": (dict, None),
+        "ce_budget": (list, None),
         "name": (str, None),
     }
     for key, (container, item) in expected.items():
@@ -138,30 +162,33 @@ def train_config(suite: Suite, dataset: str, seed: int, overrides: dict[str, Any
     return from_dict(TrainConfig, values)
 
 
-def run_suite(
-    suite: Suite, out: Path, data_dir: str | None = None, command: str | None = None
-) -> dict[str, Any]:
-    """Run (or continue) every run of ``suite`` in ``out`` and write the results files.
-    ``command``: the command line, appended to ``command.txt``."""
-    paths = BenchPaths(Path(out))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
-    record_command(paths.root, command)
+@dataclass
+class Step:
+    """One run of a bench: the soft labels, the teacher, or a method run, with its config."""
+
+    kind: str  # "aesl", "teacher" or "method"
+    config: Any  # SoftLabelConfig or TrainConfig
+    out: Path
+
+
+def plan_suite(suite: Suite, paths: BenchPaths, data_dir: str | None = None) -> list[Step]:
+    """Every run of ``suite`` in order, its config built and its names checked; writes nothing
+    (a refused suite leaves ``--out`` as it was)."""
     data_override = {"data": {"data_dir": data_dir}} if data_dir else {}
+    steps = []
     for dataset in suite.datasets:
         for seed in suite.seeds:
-            needs = {resolve_method(m).source for m in suite.methods}
+            needs = {resolve_method(m).signal for m in suite.methods}
             if "aesl" in needs:
                 values = merge(to_dict(SoftLabelConfig()), merge(suite.ae, data_override))
                 values["data"] = {**values.get("data", {}), "name": dataset}
                 values.update(seed=seed, progress=False)
-                make_soft_labels(
-                    from_dict(SoftLabelConfig, values), paths.aesl(dataset, seed), resume=True
-                )
+                config = from_dict(SoftLabelConfig, values)
+                steps.append(Step("aesl", config, paths.aesl(dataset, seed)))
             if "teacher" in needs:
                 config = train_config(suite, dataset, seed, merge(suite.teacher, data_override))
                 config.method = "ce"
-                _train_once(config, paths.teacher(dataset, seed))
+                steps.append(Step("teacher", config, paths.teacher(dataset, seed)))
             ordered = sorted(suite.methods, key=lambda m: m != "ce")  # ce is the self-teacher
             light_teachers: dict[str, Path] = {}
             for method in ordered:
@@ -171,7 +198,43 @@ def run_suite(
                 _attach_artefacts(config, paths, dataset, seed)
                 run = paths.run(dataset, method, seed)
                 _share_light_teacher(config, light_teachers, run)
-                _train_method_run(config, run)
+                steps.append(Step("method", config, run))
+            for multiple in suite.ce_budget:
+                config = train_config(suite, dataset, seed, data_override)
+                config.method = "ce"
+                scale_schedule(config, multiple)
+                steps.append(
+                    Step("method", config, paths.run(dataset, budget_name(multiple), seed))
+                )
+    for step in steps:
+        if isinstance(step.config, TrainConfig):
+            validate_names(step.config)
+        else:
+            get_spec(step.config.data.name)
+    return steps
+
+
+def run_suite(
+    suite: Suite, out: Path, data_dir: str | None = None, command: str | None = None
+) -> dict[str, Any]:
+    """Run (or continue) every run of ``suite`` in ``out`` and write the results files.
+    ``command``: the command line, appended to ``command.txt``. The whole suite is checked
+    before the first file is written."""
+    paths = BenchPaths(Path(out))
+    if paths.root.exists() and not paths.root.is_dir():
+        raise UserError(f"bench directory {out} is a file, not a folder; choose another --out.")
+    steps = plan_suite(suite, paths, data_dir)
+    with refused_writes(paths.root, "create the bench directory"):
+        paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(paths.root / "suite.yaml", _suite_yaml(suite))
+    record_command(paths.root, command)
+    for step in steps:
+        if step.kind == "aesl":
+            make_soft_labels(step.config, step.out, resume=True)
+        elif step.kind == "teacher":
+            _train_once(step.config, step.out)
+        else:
+            _train_method_run(step.config, step.out)
     results = collect_results(suite, paths)
     write_results(results, paths.root, suite)
     return results
@@ -210,7 +273,7 @@ _SHARED = {
 
 
 def _attach_artefacts(config: TrainConfig, paths: BenchPaths, dataset: str, seed: int) -> None:
-    source = resolve_method(config.method, config.source, config.loss).source
+    source = resolve_method(config.method, config.source, config.loss).signal
     if source in _SHARED:
         option, where = _SHARED[source]
         config.source.setdefault(option, str(where(paths, dataset, seed)))
@@ -234,6 +297,13 @@ def _share_light_teacher(config: TrainConfig, trained: dict[str, Path], run: Pat
         config.source["run"] = str(trained[key])
     else:
         trained[key] = run / TEACHER_DIR
+
+
+def scale_schedule(config: TrainConfig, multiple: float) -> None:
+    """``multiple`` × the epochs, with the learning-rate milestones stretched alike."""
+    epochs = config.optim.epochs
+    config.optim.epochs = max(1, round(epochs * multiple))
+    config.optim.milestones = [round(m * multiple) for m in config.optim.milestones]
 
 
 def _suite_yaml(suite: Suite) -> str:
@@ -266,7 +336,7 @@ def signal_cost(summary: dict[str, Any]) -> dict[str, Any]:
 def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
     rows = []
     for dataset in suite.datasets:
-        for method in suite.methods:
+        for method in suite.all_methods():
             runs, diverged = [], []
             for seed in suite.seeds:
                 run = paths.run(dataset, method, seed)
@@ -276,9 +346,59 @@ def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
                 elif (run / DIVERGED).exists():
                     error = json.loads((run / DIVERGED).read_text())["error"]
                     diverged.append({"seed": seed, "error": error})
-            rows.append({**_row(dataset, method, runs), "diverged": diverged})
+            row = {**_row(dataset, method, runs), "diverged": diverged}
+            row["preset"] = "ce" if method in suite.budget_methods() else method
+            rows.append(row)
     _add_ratios(rows)
-    return {"suite": suite.name, "rows": rows}
+    return {
+        "suite": suite.name,
+        "rows": rows,
+        "comparisons": comparisons(rows),
+        "convergence": convergence(suite, paths),
+    }
+
+
+REFERENCES = ("ce", "ls")
+
+
+def _by_seed(row: dict[str, Any], key: str = "test_best") -> dict[int, float]:
+    return dict(zip(row["seeds"], row[key], strict=False)) if row["seeds"] else {}
+
+
+def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every method against ce and ls on the same dataset: test accuracy (best-on-val epoch)
+    difference, 95% interval (paired by seed) and Welch's p (:mod:`.stats`)."""
+    found = {(r["dataset"], r["method"]): r for r in rows if r["seeds"]}
+    out = []
+    for row in rows:
+        for reference in REFERENCES:
+            base = found.get((row["dataset"], reference))
+            if base is None or row["method"] == reference or not row["seeds"]:
+                continue
+            diff = difference(_by_seed(row), _by_seed(base))
+            out.append(
+                {"dataset": row["dataset"], "method": row["method"], "reference": reference}
+                | diff.as_dict()
+            )
+    return out
+
+
+def convergence(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
+    """Per dataset, how much ce's validation accuracy rose in the last 20% of its epochs
+    (best of those epochs − best before them, first seed): under 0.3 points reads as converged."""
+    out: dict[str, Any] = {}
+    for dataset in suite.datasets:
+        file = paths.run(dataset, "ce", suite.seeds[0]) / "metrics.jsonl"
+        if not file.exists():
+            continue
+        curve = [json.loads(x).get("val_top1") for x in file.read_text().splitlines() if x]
+        curve = [v for v in curve if v is not None]
+        cut = max(1, math.floor(0.8 * len(curve)))
+        if len(curve) < 2 or cut >= len(curve):
+            continue
+        gain = max(curve[cut:]) - max(curve[:cut])
+        out[dataset] = {"epochs": len(curve), "last_20pct_gain": round(gain, 3)}
+    return out
 
 
 def _row(dataset: str, method: str, runs: list[tuple[int, dict, dict]]) -> dict[str, Any]:
@@ -297,6 +417,9 @@ def _row(dataset: str, method: str, runs: list[tuple[int, dict, dict]]) -> dict[
     row["student_seconds"] = (
         statistics.fmean([s.get("seconds_total", 0.0) for _, s, _ in runs]) if runs else 0.0
     )
+    for key, field_name in (("total_flops", "total_flops"), ("total_seconds", "seconds")):
+        totals = [s.get("cost", {}).get("total", {}).get(field_name) or 0.0 for _, s, _ in runs]
+        row[key] = statistics.fmean(totals) if runs else 0.0
     return row
 
 
@@ -308,7 +431,9 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
     first teacher-based method that did stands in.
     """
     finished_on_teacher = [
-        r for r in rows if r["seeds"] and resolve_method(r["method"]).source == "teacher"
+        r
+        for r in rows
+        if r["seeds"] and resolve_method(r.get("preset", r["method"])).source == "teacher"
     ]
     finished_on_teacher.sort(key=lambda r: r["method"] != "kd")
     references: dict[str, dict[str, Any]] = {}
@@ -352,11 +477,83 @@ def results_markdown(results: dict[str, Any], suite: Suite) -> str:
             f"{format_ratio(row['signal_seconds_vs_kd'])} | "
             f"{format_ratio(row['signal_peak_mb_vs_kd'])} |"
         )
+    lines += _convergence_lines(results.get("convergence", {}))
+    lines += comparison_markdown(results.get("comparisons", []))
+    lines += budget_markdown(results["rows"])
     failed = diverged_runs(results["rows"])
     if failed:
         lines += ["", "Diverged (non-finite loss; not in the means above):", ""]
         lines += [f"- {line}" for line in failed]
     return "\n".join(lines) + "\n"
+
+
+def _convergence_lines(convergence: dict[str, Any]) -> list[str]:
+    if not convergence:
+        return []
+    lines = ["", "## Has ce converged?", ""]
+    for dataset, c in convergence.items():
+        verdict = "converged" if c["last_20pct_gain"] < 0.3 else "still rising"
+        lines.append(
+            f"- {dataset}: ce's validation top-1 rose {c['last_20pct_gain']:+.2f} points in "
+            f"the last 20% of its {c['epochs']} epochs ({verdict}; the bar is 0.3)."
+        )
+    return lines
+
+
+def format_difference(c: dict[str, Any]) -> str:
+    if math.isnan(c["low"]):
+        return f"{c['mean']:+.2f} (1 seed: no interval)"
+    p = "–" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
+    return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], p {p}: {c['verdict']}"
+
+
+def comparison_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Differences against ce and ls, one row per method."""
+    if not comparisons:
+        return []
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for c in comparisons:
+        table.setdefault((c["dataset"], c["method"]), {})[c["reference"]] = format_difference(c)
+    lines = [
+        "",
+        "## Differences against ce and ls",
+        "",
+        "Test top-1 (best-on-val epoch), method − reference in points: mean, 95% confidence "
+        "interval (paired by seed: every method of a seed shares its split and data order) and "
+        "Welch's two-sided p. *better*/*worse* only when the interval excludes 0, else *tie*.",
+        "",
+        "| dataset | method | vs ce | vs ls |",
+        "|---|---|---|---|",
+    ]
+    for (dataset, method), refs in table.items():
+        lines.append(f"| {dataset} | {method} | {refs.get('ce', '–')} | {refs.get('ls', '–')} |")
+    return lines
+
+
+def budget_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """Accuracy against the whole run's compute: teacher + signal + student."""
+    done = sorted((r for r in rows if r["seeds"]), key=lambda r: (r["dataset"], r["total_flops"]))
+    if not done:
+        return []
+    lines = [
+        "",
+        "## Accuracy for the compute spent",
+        "",
+        "Total training compute of each run (teacher or autoencoder training, soft labels, "
+        "frozen-teacher forwards and the student; FLOPs from `torch.utils.flop_counter`, "
+        "training = 3 × forward) and its wall time, mean over seeds; `ce@Nx` is cross-entropy "
+        "trained N times as long. Plot: `budget.png`.",
+        "",
+        "| dataset | method | total TFLOPs | total s | test best | test last |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in done:
+        lines.append(
+            f"| {r['dataset']} | {r['method']} | {r['total_flops'] / 1e12:,.2f} | "
+            f"{r['total_seconds']:,.0f} | {format_mean_std(r['test_best'])} | "
+            f"{format_mean_std(r['test_last'])} |"
+        )
+    return lines
 
 
 def diverged_runs(rows: list[dict[str, Any]]) -> list[str]:
@@ -393,6 +590,8 @@ CSV_FIELDS = [
     "signal_seconds_vs_kd",
     "signal_peak_mb_vs_kd",
     "student_seconds",
+    "total_flops",
+    "total_seconds",
 ]
 
 
@@ -410,6 +609,7 @@ def write_results(results: dict[str, Any], root: Path, suite: Suite) -> None:
     atomic_write_text(root / "results.csv", results_csv(results))
     write_json(root / "results.json", results)
     plot_accuracy_vs_cost(results["rows"], root / "accuracy_vs_cost.png")
+    plot_budget(results["rows"], root / "budget.png")
     paths = BenchPaths(root)
     curves = {}
     for row in results["rows"]:

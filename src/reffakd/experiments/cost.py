@@ -226,6 +226,8 @@ def model_cost(
     try:
         model = build_model(model_name, num_classes, **given.model_input)
         forward = forward_flops(model, given.example.shape[1:], example_input=given.example)
+    except UserError:  # an unknown model: its own message
+        raise
     except (ValueError, RuntimeError) as err:
         raise UserError(f"model {model_name!r} at input {given.text}: {first_line(err)}") from None
     per_epoch = None if train_samples is None else training_flops(forward["flops"], train_samples)

@@ -35,6 +35,40 @@ def plot_accuracy_vs_cost(rows: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
+def plot_budget(rows: list[dict[str, Any]], path: Path) -> None:
+    """Test accuracy against the whole run's training FLOPs (log x), one panel per dataset;
+    the ce points (ce, ce@1.5x, ...) are joined by a line: the price of more student epochs."""
+    plt = pyplot()
+    datasets = sorted({r["dataset"] for r in rows if r["seeds"]})
+    if not datasets:
+        return
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        done = [r for r in rows if r["dataset"] == dataset and r["seeds"] and r["total_flops"]]
+        ce = sorted(
+            (r for r in done if r["method"] == "ce" or r["method"].startswith("ce@")),
+            key=lambda r: r["total_flops"],
+        )
+        if ce:
+            ax.plot([r["total_flops"] for r in ce], [r["test_best_mean"] for r in ce], "k--")
+        for row in done:
+            ax.errorbar(
+                row["total_flops"], row["test_best_mean"], yerr=row["test_best_std"], fmt="o",
+                capsize=3,
+            )  # fmt: skip
+            ax.annotate(
+                row["method"], (row["total_flops"], row["test_best_mean"]),
+                textcoords="offset points", xytext=(4, 4), fontsize=7,
+            )  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("total training FLOPs: teacher + signal + student (log)")
+        ax.set_ylabel("test top-1 % (best-on-val epoch)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_method_curves(metrics_files: dict[str, Path], path: Path) -> None:
     """Validation top-1 against epoch, one line per method (first seed)."""
     plt = pyplot()

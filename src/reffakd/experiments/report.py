@@ -34,7 +34,12 @@ from reffakd.aesl.heatmap import heatmap_figure
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import diverged_runs, format_mean_std, format_ratio
+from reffakd.experiments.bench import (
+    diverged_runs,
+    format_difference,
+    format_mean_std,
+    format_ratio,
+)
 from reffakd.experiments.cost import human
 from reffakd.files import atomic_write_text, figure_png, pyplot
 
@@ -763,6 +768,39 @@ def _bench_rows(directory: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _bench_significance_sections(directory: Path, rows: list[dict[str, Any]]) -> list[Section]:
+    """Differences against ce and ls with their intervals, and accuracy for the compute."""
+    results = _read_json(directory / "results.json")
+    sections = []
+    comparisons = results.get("comparisons") or []
+    if comparisons:
+        table: dict[tuple[str, str], dict[str, str]] = {}
+        for c in comparisons:
+            table.setdefault((c["dataset"], c["method"]), {})[c["reference"]] = format_difference(c)
+        body = _note(
+            "Test top-1 (best-on-val epoch), method − reference in points: mean, 95% interval "
+            "(paired by seed) and Welch's p; better/worse only when the interval excludes 0."
+        ) + _table(
+            ["dataset", "method", "vs ce", "vs ls"],
+            [[d, m, r.get("ce", "–"), r.get("ls", "–")] for (d, m), r in table.items()],
+        )
+        sections.append(Section("differences", "Differences against ce and ls", body))
+    done = sorted((r for r in rows if r["seeds"] and r.get("total_flops")),
+                  key=lambda r: (r["dataset"], r["total_flops"]))  # fmt: skip
+    if done:
+        body = _table(
+            ["dataset", "method", "total FLOPs", "total s", "test best", "test last"],
+            [[r["dataset"], r["method"], _flops(r["total_flops"]), _seconds(r["total_seconds"]),
+              format_mean_std(r["test_best"]), format_mean_std(r["test_last"])]
+             for r in done],
+        )  # fmt: skip
+        if (directory / "budget.png").exists():
+            plot = _png_figure(_read_png(directory / "budget.png"), "accuracy vs total FLOPs")
+            body = plot + body
+        sections.append(Section("budget", "Accuracy for the compute spent", body))
+    return sections
+
+
 def _bench_page(directory: Path) -> tuple[str, str, list[Section]]:
     suite = load_yaml(directory / "suite.yaml")
     rows = _bench_rows(directory)
@@ -780,6 +818,7 @@ def _bench_page(directory: Path) -> tuple[str, str, list[Section]]:
         _bench_cost_plot_section(directory, rows, datasets),
         _bench_curves_section(directory, runs, datasets),
     ]
+    sections += _bench_significance_sections(directory, rows)
     sections += _bench_aesl_sections(directory, datasets, seeds)
     sections.append(_bench_cost_section(runs, datasets))
     sections.append(_config_section(directory, "suite.yaml"))

@@ -27,8 +27,11 @@ __all__ = [
     "dkd",
     "kd_kl",
     "probs_to_logits",
+    "pskd_targets",
+    "self_kd_kl",
     "standardize_logits",
     "warmup_factor",
+    "zipf_distribution",
 ]
 
 Reduction = Literal["batchmean", "mean", "sum", "none"]
@@ -287,3 +290,44 @@ def dist(
     inter = scale * (1.0 - _pearson_rows(y_s_rows, y_t).mean())
     intra = scale * (1.0 - _pearson_rows(y_s.t(), y_t.t()).mean())
     return beta * inter, gamma * intra
+
+
+# --------------------------------------------------------------------------------------------
+# The teacher-free family: targets made from the student itself
+# --------------------------------------------------------------------------------------------
+
+
+def pskd_targets(labels: Tensor, previous: Tensor, alpha: float) -> Tensor:
+    """PS-KD's soft targets: ``(1 - α) onehot(y) + α p_prev``, rows of probabilities.
+
+    ``previous`` (B, C) holds each sample's softmax from the previous epoch (detached here);
+    ``alpha`` is α_t = α_T t / T at epoch t of T.
+    """
+    # scatter, not F.one_hot: one_hot reads the labels' range on the host (a GPU sync)
+    one_hot = torch.zeros_like(previous).scatter_(1, labels.unsqueeze(1), 1.0)
+    return (1.0 - alpha) * one_hot + alpha * previous.detach()
+
+
+def zipf_distribution(logits: Tensor, labels: Tensor, power: float = 1.0) -> Tensor:
+    """Zipf's law over each row's class ranking, the label ranked first:
+    ``p_ic = r_ic^-power / Σ_k r_ik^-power`` with ``r_ic`` the rank (from 1) of class c when
+    the classes are sorted by descending ``logits`` after moving the label to the front. Ties
+    keep the lower class index first. The ranking is detached (no gradient)."""
+    scores = logits.detach().float().scatter(1, labels.unsqueeze(1), float("inf"))
+    order = torch.argsort(-scores, dim=1, stable=True)
+    ranks = torch.empty_like(order).scatter_(
+        1, order, torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    )
+    weights = ranks.to(torch.float32).pow(-power)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+def self_kd_kl(
+    student_logits: Tensor, target_logits: Tensor, temperature: float, rows: slice | None = None
+) -> Tensor:
+    """``T² KL(softmax(t/T) || softmax(z[rows]/T))`` averaged over the target's rows; zero
+    when there are none (DLB's first batch of an epoch)."""
+    student = student_logits if rows is None else student_logits[rows]
+    if target_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    return kd_kl(student, target_logits, temperature)

@@ -89,6 +89,56 @@ _TABLE = {
         {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": 1.0},
         "LW-KD without the adversarial term (ablation)",
     ),
+    # The teacher-free family (docs/methods.md §2.9): targets made from the student itself.
+    # PS-KD: the official code's CIFAR-100 alpha_T 0.8 (lgcnsai/PS-KD-Pytorch).
+    "pskd": MethodSpec(
+        "pskd",
+        "soft_ce",
+        {"alpha_T": 0.8},
+        description="PS-KD: the student's last-epoch predictions mixed into the label",
+    ),
+    "reffakd+pskd": MethodSpec(
+        "pskd",
+        "soft_ce",
+        {"alpha_T": 0.8, "prior": "aesl"},
+        description="PS-KD whose predictions start from the AESL rows",
+    ),
+    # CS-KD: lambda 1, T 4 (alinlab/cs-kd defaults).
+    "cskd": MethodSpec(
+        "cskd",
+        "self_kd",
+        loss_options={"weight": 1.0, "temperature": 4.0},
+        description="CS-KD: the student's prediction on a same-class partner",
+    ),
+    # OLS: alpha 0.5 on the hard labels, label smoothing 0.1 in the first epoch.
+    "ols": MethodSpec(
+        "ols",
+        "soft_ce",
+        {"init": "ls"},
+        {"hard_weight": 0.5},
+        "OLS: class rows from last epoch's correct predictions",
+    ),
+    "reffakd+ols": MethodSpec(
+        "ols",
+        "soft_ce",
+        {"init": "aesl"},
+        {"hard_weight": 0.5},
+        "OLS whose class rows start from the AESL rows",
+    ),
+    # DLB: T 3, weight 1 (the paper's CIFAR settings).
+    "dlb": MethodSpec(
+        "dlb",
+        "self_kd",
+        loss_options={"weight": 1.0, "temperature": 3.0},
+        description="DLB: last mini-batch's predictions on the repeated half",
+    ),
+    "zipf-ls": MethodSpec(
+        "zipf",
+        "self_kd",
+        {"power": 1.0},
+        {"weight": 1.0, "temperature": 1.0},
+        "Zipf's LS (logit ranking): Zipf's law over the student's own ranking",
+    ),
 }
 for _name, _spec in _TABLE.items():
     PRESETS.add(_name, _spec)
@@ -101,6 +151,12 @@ class ResolvedMethod:
     loss: str
     source_options: dict[str, Any]
     loss_options: dict[str, Any]
+
+    @property
+    def signal(self) -> str | None:
+        """What the source reads from outside the student: its own name, or ``aesl`` for a
+        source seeded from AESL rows (an option set to ``aesl``: ``reffakd+pskd``, ...)."""
+        return "aesl" if "aesl" in self.source_options.values() else self.source
 
 
 def resolve_method(

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from reffakd.errors import UserError
+from reffakd.errors import UserError, UserTypeError
 from reffakd.kd.methods import resolve_method
 from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import TeacherSignal, TeacherSource
+from reffakd.kd.signal import StudentOutputs, TeacherSignal, TeacherSource
 from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
 
 
@@ -48,6 +48,46 @@ def fp32_terms(
         signal = replace(signal, logits=signal.logits.float())
     with torch.autocast(logits.device.type, enabled=False):
         return objective(logits, labels, signal, epoch)
+
+
+def check_call(logits: Any, labels: Any, inputs: Any = None) -> None:
+    """The arguments of a drop-in criterion, checked with messages naming them: tensors, (N, C)
+    float logits, (N,) integer labels in [0, C). On a GPU the range check is a device-side
+    assert (no host sync per step); NaN logits are left to give a NaN loss, as torch's do."""
+    for name, value in (("logits", logits), ("labels", labels), ("inputs", inputs)):
+        if value is not None and not isinstance(value, Tensor):
+            raise UserTypeError(
+                f"{name} must be a torch.Tensor, got {type(value).__name__}; wrap it with "
+                "torch.as_tensor(...)."
+            )
+    if not logits.is_floating_point() or logits.dim() != 2:
+        raise UserTypeError(
+            f"logits must be a float tensor of shape (N, C), got {logits.dtype} of shape "
+            f"{tuple(logits.shape)}."
+        )
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise UserTypeError(
+            f"labels must be integer class indices (torch.long), got {labels.dtype}; pass "
+            "labels.long() if they are whole numbers."
+        )
+    if labels.shape != logits.shape[:1]:
+        raise UserError(
+            f"labels must have shape ({logits.shape[0]},), one per row of logits, got "
+            f"{tuple(labels.shape)}."
+        )
+    _check_label_range(labels, logits.shape[1])
+
+
+def _check_label_range(labels: Tensor, num_classes: int) -> None:
+    if labels.device.type != "cpu":  # asserted on the device, without waiting for it
+        inside = ((labels >= 0) & (labels < num_classes)).all()
+        torch._assert_async(inside, f"labels must lie in [0, {num_classes})")
+        return
+    if labels.numel() and not (int(labels.min()) >= 0 and int(labels.max()) < num_classes):
+        raise UserError(
+            f"labels must lie in [0, {num_classes}) for logits of {num_classes} classes, found "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
 
 
 class DistillationLoss(nn.Module):
@@ -108,8 +148,10 @@ class DistillationLoss(nn.Module):
         inputs: Tensor | None = None,
         indices: Tensor | None = None,
         epoch: int | None = None,
+        extra_logits: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """The objective's named loss terms (not summed)."""
+        """The objective's named loss terms (not summed). ``extra_logits``: the student's
+        logits on the samples the source added to the batch (CS-KD's partners)."""
         epoch = self._epoch(epoch)
         signal = None
         if self.source is not None:
@@ -119,7 +161,12 @@ class DistillationLoss(nn.Module):
                     "criterion(logits, labels, inputs)."
                 )
             self._follow(logits.device)
-            signal = self.source(inputs, labels, indices)
+            self.source.set_epoch(epoch)
+            if self.source.needs_student_logits:
+                seen = StudentOutputs(logits.detach().float(), extra_logits)
+                signal = self.source(inputs, labels, indices, student=seen)
+            else:
+                signal = self.source(inputs, labels, indices)
         return fp32_terms(self.objective, logits, labels, signal, epoch)
 
     def forward(
@@ -131,6 +178,7 @@ class DistillationLoss(nn.Module):
         indices: Tensor | None = None,
         epoch: int | None = None,
     ) -> Tensor:
+        check_call(logits, labels, inputs)
         terms = self.terms(logits, labels, inputs, indices, epoch)
         self.last_terms = {name: value.detach() for name, value in terms.items()}
         return sum(terms.values())  # type: ignore[return-value]
@@ -224,7 +272,7 @@ def class_table(soft_labels: Any) -> Tensor:
     """A (C, C) float32 table of probability rows from a tensor or an object with ``table``."""
     table = getattr(soft_labels, "table", soft_labels)
     if not isinstance(table, Tensor):
-        raise UserError(
+        raise UserTypeError(
             f"soft labels must be a (C, C) tensor or SoftLabels, got {type(soft_labels).__name__}."
         )
     table = table.detach().to(torch.float32).cpu()

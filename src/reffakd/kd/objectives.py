@@ -20,6 +20,7 @@ from reffakd.registry import Registry
 
 class Objective:
     uses_epoch = False  # True when the terms depend on the epoch (a warm-up)
+    covers_rows = False  # True when it honours a signal for part of the batch (DLB's rows)
 
     def __call__(
         self, logits: Tensor, labels: Tensor, signal: TeacherSignal | None, epoch: int
@@ -29,6 +30,11 @@ class Objective:
     def _signal(self, signal: TeacherSignal | None) -> TeacherSignal:
         if signal is None:
             raise UserError(f"loss {type(self).__name__} needs a teacher signal (--source).")
+        if signal.rows is not None and not self.covers_rows:
+            raise UserError(
+                f"loss {type(self).__name__} needs a target for every row of the batch; this "
+                "source (DLB) gives targets for part of it: use the self_kd loss."
+            )
         return signal
 
 
@@ -124,17 +130,53 @@ class KnowledgeDistillation(Objective):
 @OBJECTIVES.register("soft_ce")
 class SoftTargetCrossEntropy(Objective):
     """-(1/B) Σ_i Σ_c p_ic log softmax(z_i)_c with p = softmax(t / T) the teacher's distribution
-    (label smoothing's loss; ``F.cross_entropy`` with probability targets)."""
+    (label smoothing's and PS-KD's loss; ``F.cross_entropy`` with probability targets).
 
-    def __init__(self, temperature: float = 1.0) -> None:
+    ``hard_weight`` w > 0 mixes in the hard labels: w CE(z, y) + (1 - w) soft CE (OLS, w 0.5).
+    """
+
+    def __init__(self, temperature: float = 1.0, hard_weight: float = 0.0) -> None:
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
+        self.hard_weight = _check_alpha(hard_weight)
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         target = (signal.logits / self.temperature).softmax(dim=1)
-        return {"soft_ce": F.cross_entropy(logits, target.detach())}
+        soft = F.cross_entropy(logits, target.detach())
+        if not self.hard_weight:
+            return {"soft_ce": soft}
+        return {
+            "ce": self.hard_weight * F.cross_entropy(logits, labels),
+            "soft_ce": (1.0 - self.hard_weight) * soft,
+        }
+
+
+@OBJECTIVES.register("self_kd")
+class SelfDistillation(Objective):
+    """ce_weight CE(z, y) + weight T² KL(softmax(t/T) || softmax(z_r/T)), the KL averaged over
+    the rows r the signal covers (every row, or DLB's repeated half): CS-KD (weight 1, T 4),
+    DLB (weight 1, T 3), Zipf's LS (weight 1, T 1). CE runs over every row of the batch."""
+
+    covers_rows = True
+
+    def __init__(
+        self, weight: float = 1.0, temperature: float = 4.0, ce_weight: float = 1.0
+    ) -> None:
+        if temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {temperature}")
+        if weight < 0 or ce_weight < 0:
+            raise UserError(f"weights must be >= 0, got {weight}, {ce_weight}")
+        self.weight, self.temperature, self.ce_weight = weight, temperature, ce_weight
+
+    def __call__(self, logits, labels, signal, epoch):
+        signal = self._signal(signal)
+        kl = losses.self_kd_kl(logits, signal.logits, self.temperature, signal.rows)
+        return {
+            "ce": self.ce_weight * F.cross_entropy(logits, labels),
+            "kd": self.weight * kl,
+        }
 
 
 @OBJECTIVES.register("dkd")

@@ -24,6 +24,7 @@ from reffakd.kd.losses import probs_to_logits
 from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
 from reffakd.models import build_model, input_tokenizer
 from reffakd.training.precision import Precision
+from reffakd.training.rundir import check_data
 from reffakd.training.runs import (
     TrainedRun,
     check_training_run,
@@ -298,6 +299,7 @@ def _check_compatible(run: str, config: TrainConfig, context: SourceContext) -> 
             f"teacher run {run} held out another validation split ({theirs_split}, this run "
             f"{ours_split}), so it trained on this run's validation samples; {fix}"
         )
+    check_data(run_folder(run), context.data.fingerprint(), f"teacher run {run}", fix)
     return theirs
 
 

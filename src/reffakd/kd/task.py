@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from reffakd.kd.modules import DistillationLoss
 from reffakd.kd.objectives import Objective
 from reffakd.kd.signal import TeacherSource
-from reffakd.training.task import Task, topk_correct
+from reffakd.training.task import ExtraSamples, Task, topk_correct
 
 
 class Distiller(Task):
@@ -58,25 +58,65 @@ class Distiller(Task):
         if hook is not None:
             hook(outputs, labels, epoch)
 
+    def extra_indices(self, indices: Tensor, labels: Tensor) -> Tensor | None:
+        return self.source.extra_indices(indices, labels) if self.source is not None else None
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.source is not None:
+            self.source.end_epoch(epoch)
+
     def extra_state(self) -> dict:
+        state = {}
         getter = getattr(self.objective, "extra_state", None)
-        return {"objective": getter()} if getter is not None else {}
+        if getter is not None:
+            state["objective"] = getter()
+        if self.source is not None and (source_state := self.source.extra_state()):
+            state["source"] = source_state
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         setter = getattr(self.objective, "load_extra_state", None)
         if setter is not None and "objective" in state:
             setter(state["objective"])
+        if self.source is not None and "source" in state:
+            self.source.load_extra_state(state["source"])
 
     def forward(self, inputs: Tensor) -> Tensor:
         return self.student(inputs)
 
     def forward_train(
-        self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int
+        self,
+        inputs: Tensor,
+        labels: Tensor,
+        indices: Tensor,
+        epoch: int,
+        extra: ExtraSamples | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Under autocast the networks run in reduced precision; the loss maths does not (the
-        criterion casts both sides' logits to fp32 and runs the objective with autocast off)."""
+        criterion casts both sides' logits to fp32 and runs the objective with autocast off).
+
+        ``extra``: samples the source added to the batch. "joined" ones train with the batch
+        (the outputs returned are the batch's own rows); "separate" ones run once more through
+        the student, in train mode and without gradient, for the source to read."""
+        if extra is not None and self.source is not None and self.source.extra_mode == "joined":
+            return self._joined(inputs, labels, indices, epoch, extra)
         logits = self.student(inputs).float()
-        return logits, self.criterion.terms(logits, labels, inputs, indices, epoch)
+        extra_logits = None
+        if extra is not None:
+            with torch.no_grad():
+                extra_logits = self.student(extra.inputs).float()
+        terms = self.criterion.terms(logits, labels, inputs, indices, epoch, extra_logits)
+        return logits, terms
+
+    def _joined(
+        self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int, extra: ExtraSamples
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        inputs = torch.cat([inputs, extra.inputs])
+        all_labels = torch.cat([labels, extra.labels])
+        all_indices = torch.cat([indices, extra.indices])
+        logits = self.student(inputs).float()
+        terms = self.criterion.terms(logits, all_labels, inputs, all_indices, epoch)
+        return logits[: len(labels)], terms
 
     def train_sums(self, outputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return {"top1": topk_correct(outputs, labels, (1,))["top1"]}

@@ -192,6 +192,8 @@ def read_config(path: Path) -> LightTeacherConfig:
         if values.get("kind") != KIND:
             raise ValueError("not a light teacher")
         return LightTeacherConfig(**values)
+    except UserError:  # a light-teacher config with a bad value: its own message
+        raise
     except (OSError, ValueError, TypeError, yaml.YAMLError):
         raise UserError(
             f"{path} is not an LW-KD light-teacher run (no valid config.yaml of kind {KIND}); "

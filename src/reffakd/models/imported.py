@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from reffakd.errors import UserError, first_line
+from reffakd.errors import UserError, UserTypeError, first_line
 
 EXAMPLE = "package.module:factory"
 
@@ -56,7 +56,9 @@ def build_imported(spec: str, num_classes: int, **inputs: int) -> nn.Module:
     offered = {"num_classes": num_classes, **inputs}
     model = factory(**_accepted(factory, offered))
     if not isinstance(model, nn.Module):
-        raise UserError(f"model {spec!r} returned a {type(model).__name__}, not a torch nn.Module.")
+        raise UserTypeError(
+            f"model {spec!r} returned a {type(model).__name__}, not a torch nn.Module."
+        )
     return model
 
 

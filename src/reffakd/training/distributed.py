@@ -223,8 +223,10 @@ class _TrainStep(nn.Module):
         self.learnable = task.learnable_module()
         object.__setattr__(self, "task", task)
 
-    def forward(self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int) -> Any:
-        return self.task.forward_train(inputs, labels, indices, epoch)
+    def forward(
+        self, inputs: Tensor, labels: Tensor, indices: Tensor, epoch: int, **extra: Any
+    ) -> Any:
+        return self.task.forward_train(inputs, labels, indices, epoch, **extra)
 
 
 def ddp_train_step(task: Any, device: torch.device, sync_bn: bool) -> nn.Module:

@@ -41,7 +41,7 @@ from reffakd.training.precision import Precision, prepare_networks, resolve_comp
 from reffakd.training.rundir import RunDir
 from reffakd.training.sinks import EpochSink, metrics_csv
 from reffakd.training.summary import summarize
-from reffakd.training.task import Task
+from reffakd.training.task import ExtraSamples, Task
 
 FAULT_ENV = "REFFAKD_FAULT_AFTER_EPOCH"  # testing hook: SIGKILL self after this epoch's checkpoint
 
@@ -209,6 +209,7 @@ class Trainer:
         self.schedule.at_step(epoch, 0)
         lr = self.optimizer.param_groups[0]["lr"]
         train = self.train_one_epoch(epoch, loader)
+        self.task.end_epoch(epoch)
         train_seconds = time.perf_counter() - started
         self.schedule.end_epoch()
         record: dict[str, Any] = {"epoch": epoch, "lr": lr}
@@ -236,16 +237,11 @@ class Trainer:
         )
         for step, batch in enumerate(bar):
             self.schedule.at_step(epoch, step)
-            inputs = self.transform(
-                batch.inputs,
-                train=True,
-                generator=self.data_generator,
-                rows=batch.rows,
-                total=batch.total,
-            )
-            inputs = self.precision.inputs(inputs)
+            inputs, extra = self._train_inputs(batch, loader)
             with self.precision.autocast():
-                outputs, losses = self.forward_train(inputs, batch.labels, batch.indices, epoch)
+                outputs, losses = self.forward_train(
+                    inputs, batch.labels, batch.indices, epoch, **extra
+                )
             loss = sum(losses.values())
             check.add(loss)
             self.optimizer.zero_grad(set_to_none=True)
@@ -269,6 +265,29 @@ class Trainer:
         check.run(len(loader) - 1)
         bar.close()
         return _means(sums, seen, self.dist)
+
+    def _train_inputs(self, batch: Any, loader: BatchLoader) -> tuple[torch.Tensor, dict]:
+        """The batch's model inputs, and the samples the task adds to it (``extra``), gathered
+        from the split and augmented in the same transform call."""
+        raw, wanted = batch.inputs, self.task.extra_indices(batch.indices, batch.labels)
+        if wanted is not None:
+            if self.dist.enabled:
+                raise UserError(
+                    "this method adds samples to each batch (CS-KD, DLB), which torchrun runs "
+                    "do not support yet: train it in one process."
+                )
+            if raw.shape[1:] != loader.inputs.shape[1:]:  # a trimmed text batch: full width
+                raw = loader.inputs[batch.indices]
+            raw = torch.cat([raw, loader.inputs[wanted]])
+        inputs = self.transform(
+            raw, train=True, generator=self.data_generator, rows=batch.rows, total=batch.total
+        )
+        inputs = self.precision.inputs(inputs)
+        if wanted is None:
+            return inputs, {}
+        own = len(batch.labels)
+        extra = ExtraSamples(inputs[own:], loader.labels[wanted], wanted)
+        return inputs[:own], {"extra": extra}
 
     def _rank_weighted(self, loss: torch.Tensor, batch: Any) -> torch.Tensor:
         """Under DDP, the rank's mean loss × n_r·W/N: DDP's gradient average (÷W) then gives

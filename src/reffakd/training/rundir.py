@@ -1,9 +1,10 @@
 """A run directory holds everything of one run, and a lock so two processes never share it.
 
 Layout: ``config.yaml`` (resolved), ``command.txt`` (the command lines that started and resumed
-it), ``metrics.jsonl`` (one line per epoch) and ``metrics.csv`` (the same, as a table),
-``checkpoints/last.pt`` and ``checkpoints/best.pt``, ``summary.json``, plots, and the
-artefacts of the method (e.g. ``soft_labels.pt``, or an ``ae/`` sub-run).
+it), ``data.json`` (the data's fingerprint, :mod:`reffakd.data.fingerprint`), ``metrics.jsonl``
+(one line per epoch) and ``metrics.csv`` (the same, as a table), ``checkpoints/last.pt`` and
+``checkpoints/best.pt``, ``summary.json``, plots, and the artefacts of the method (e.g.
+``soft_labels.pt``, or an ``ae/`` sub-run).
 
 The lock is an ``fcntl.flock`` on ``.lock``: the kernel drops it when its process ends, however
 it ends, so a killed run never leaves a stale lock behind. Taking it also clears the temp files
@@ -12,6 +13,11 @@ a killed writer left (no one else can be writing there then).
 A run is resumed with the config it was made with: :func:`config_changes` names what a new config
 would change, apart from :data:`FREE_ON_RESUME`, which changes where and how visibly a run goes,
 never its results.
+
+A run starts in two steps, the same for every kind of run: :func:`check_resumable` (the data and
+the checkpoint a resume continues from), then :func:`write_record` (config, data fingerprint and
+command line, before any work). A refused resume leaves the run byte for byte as it was, and a
+run killed at any point afterwards still records the command that started it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from reffakd.config import dump_yaml, from_dict, load_yaml, to_dict
+from reffakd.data.fingerprint import fingerprint_difference, read_fingerprint, write_fingerprint
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text, refused_writes, remove_orphan_temps
+from reffakd.training.checkpoint import check_checkpoint
 
 LOCK_NAME = ".lock"
 COMMAND_FILE = "command.txt"
@@ -207,12 +217,6 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
     return run_dir
 
 
-def check_or_write_config(run_dir: RunDir, cls: type, config: Any, what: str) -> None:
-    """Write ``config.yaml``, or check that a resumed run was made with this same config."""
-    if not check_recorded_config(run_dir, cls, config, what):
-        atomic_write_text(run_dir.config, dump_yaml(config))
-
-
 def check_recorded_config(run_dir: RunDir, cls: type, config: Any, what: str) -> bool:
     """False when ``run_dir`` records no config; True when it records ``config`` (up to
     :data:`FREE_ON_RESUME`); else a UserError naming what differs."""
@@ -274,3 +278,43 @@ def record_command(folder: Path, command: str | None) -> None:
     path = Path(folder) / COMMAND_FILE
     earlier = path.read_text(encoding="utf-8") if path.exists() else ""
     atomic_write_text(path, earlier + command.rstrip("\n") + "\n")
+
+
+def check_data(run: Path, fingerprint: dict[str, Any], what: str, fix: str) -> None:
+    """Refuse data that differs from what ``run`` recorded in ``data.json`` (no record: accept).
+    ``what`` names the run in the message ("--resume RUN", "teacher run RUN")."""
+    recorded = read_fingerprint(run)
+    difference = None if recorded is None else fingerprint_difference(recorded, fingerprint)
+    if difference:
+        raise UserError(f"{what} was made on other data than this run's ({difference}); {fix}")
+
+
+def check_resumable(run_dir: RunDir, fingerprint: dict[str, Any], module: nn.Module | None) -> None:
+    """Before anything is written: the data is the run's own, and ``last.pt`` (if any) holds
+    ``module``'s weights (its state dict: names and shapes) and a history.
+    A run without a ``data.json`` or a ``last.pt`` has nothing to compare there."""
+    check_data(
+        run_dir.path,
+        fingerprint,
+        f"--resume {run_dir.path}",
+        "point --data-dir at the data the run was made on, or start a new run with another --out.",
+    )
+    if module is not None and run_dir.last_checkpoint.exists():
+        check_checkpoint(run_dir.last_checkpoint, module)
+
+
+def write_record(
+    run_dir: RunDir,
+    config: Any,
+    fingerprint: dict[str, Any] | None,
+    command: str | None,
+    *,
+    write_config: bool = True,
+) -> None:
+    """``config.yaml``, ``data.json`` and ``command.txt``: what the run is, on what data, and
+    the command that (re)started it, written before any work."""
+    if write_config:
+        atomic_write_text(run_dir.config, dump_yaml(config))
+    if fingerprint is not None:
+        write_fingerprint(run_dir.path, fingerprint)
+    record_command(run_dir.path, command)

@@ -14,9 +14,19 @@ A task is an ``nn.Module`` with
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+
+@dataclass
+class ExtraSamples:
+    """Training samples a task added to a batch (``extra_indices``), transformed with it."""
+
+    inputs: Tensor
+    labels: Tensor
+    indices: Tensor
 
 
 class Task(nn.Module):
@@ -45,6 +55,15 @@ class Task(nn.Module):
 
     def after_step(self, outputs: Tensor, labels: Tensor, epoch: int) -> None:
         """Extra updates after the main optimizer step (e.g. an adversary's own step)."""
+
+    def extra_indices(self, indices: Tensor, labels: Tensor) -> Tensor | None:
+        """Training-set indices to add to this batch (CS-KD's partners); the engine gathers and
+        transforms them with the batch and passes them to ``forward_train`` as ``extra``."""
+        return None
+
+    def end_epoch(self, epoch: int) -> None:
+        """Called after the last training step of ``epoch``, before evaluation and the
+        checkpoint (per-epoch state such as PS-KD's store rolls over here)."""
 
     def train_sums(self, outputs: Tensor, labels: Tensor) -> dict[str, Tensor]:
         return {}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_module
 import tarfile
 import zipfile
 import zlib
 from pathlib import Path
 
-from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt, one_line
+from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt
 from reffakd.errors import DataError
+from reffakd.files import read_regular, regular_file
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -58,6 +60,20 @@ class Tree:
         return DataError(f"{self.describe(rel)} is missing; the dataset is incomplete, {FIX_HINT}.")
 
 
+def _raise(err: OSError) -> None:
+    """os.walk skips a folder it cannot list; an unreadable folder is the user's to fix."""
+    raise err
+
+
+def _regular_stat(path: Path) -> os.stat_result | None:
+    """The stat of a regular file (through symlinks); None for anything else."""
+    try:
+        result = path.stat()
+    except FileNotFoundError:  # a dangling symlink
+        return None
+    return result if stat_module.S_ISREG(result.st_mode) else None
+
+
 class DirTree(Tree):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
@@ -66,15 +82,19 @@ class DirTree(Tree):
     def _scan(self) -> dict[str, tuple[int, int]]:
         if self._stats is None:
             stats = {}
-            for dirpath, dirnames, filenames in os.walk(self.path, followlinks=True):
+            walk = os.walk(self.path, onerror=_raise, followlinks=True)
+            for dirpath, dirnames, filenames in walk:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 base = Path(dirpath).relative_to(self.path).as_posix()
                 for filename in filenames:
                     if filename.startswith("."):
                         continue
                     rel = filename if base == "." else f"{base}/{filename}"
-                    stat = os.stat(os.path.join(dirpath, filename))
-                    stats[rel] = (stat.st_size, stat.st_mtime_ns)
+                    stat = _regular_stat(Path(dirpath, filename))
+                    if stat is not None:
+                        stats[rel] = (stat.st_size, stat.st_mtime_ns)
+                    elif is_image(rel):  # a FIFO named like an image would block the read
+                        regular_file(Path(dirpath, filename), "image")
             self._stats = dict(sorted(stats.items()))
         return self._stats
 
@@ -82,12 +102,9 @@ class DirTree(Tree):
         return list(self._scan())
 
     def read(self, rel: str) -> bytes:
-        try:
-            return (self.path / rel).read_bytes()
-        except FileNotFoundError:
-            raise self.missing(rel) from None
-        except OSError as err:
-            raise DataError(one_line(f"cannot read {self.describe(rel)}: {err}")) from err
+        if not (self.path / rel).exists() and not (self.path / rel).is_symlink():
+            raise self.missing(rel)
+        return read_regular(self.path / rel, "file")
 
     def identity(self) -> str:
         digest = hashlib.sha256()
@@ -165,8 +182,9 @@ def open_tree(path: PathLike) -> Tree:
     path = Path(path)
     if path.is_dir():
         return DirTree(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"{path} does not exist; check --data-dir/REFFAKD_DATA.")
+    regular_file(path, "archive")  # a pipe would block the read
     if zipfile.is_zipfile(path):
         return ZipTree(path)
     try:

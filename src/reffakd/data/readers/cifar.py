@@ -57,7 +57,7 @@ def _cifar_batch(tree: Tree, rel: str, label_key: str) -> tuple[np.ndarray, np.n
     where = tree.describe(rel)
     batch = _load_pickle(tree.read(rel), where)
     data = np.asarray(_pickle_value(batch, "data", where))
-    labels = np.asarray(_pickle_value(batch, label_key, where), dtype=np.int64)
+    labels = _integer_array(_pickle_value(batch, label_key, where), label_key, where)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise corrupt(where, f"'data' should be uint8 (N, 3072), found {data.dtype} {data.shape}")
     if labels.shape != (len(data),):
@@ -65,10 +65,27 @@ def _cifar_batch(tree: Tree, rel: str, label_key: str) -> tuple[np.ndarray, np.n
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def _integer_array(value: object, key: str, where: str) -> np.ndarray:
+    """Labels as int64, refusing floats, text and anything else that is not whole numbers."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as err:
+        raise corrupt(where, f"{key!r} is not an array of integers ({err})") from err
+    if array.dtype.kind not in "iu" and not (array.size == 0 and array.ndim == 1):
+        raise corrupt(where, f"{key!r} should hold integer labels, found {array.dtype} values")
+    return array.astype(np.int64)
+
+
 def _cifar_names(tree: Tree, rel: str, key: str) -> list[str]:
     where = tree.describe(rel)
     names = _pickle_value(_load_pickle(tree.read(rel), where), key, where)
-    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]  # type: ignore[union-attr]
+    if not isinstance(names, list | tuple) or not all(isinstance(n, bytes | str) for n in names):
+        raise corrupt(where, f"{key!r} should be a list of class names, found {_kind(names)}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__ if not isinstance(value, list | tuple) else "a list of other values"
 
 
 def _cifar_split(

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from reffakd.data.dataset import ImageSplit, RawDataset
-from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt, one_line
+from reffakd.data.readers.common import FIX_HINT, PathLike, corrupt
 from reffakd.errors import DataError
+from reffakd.files import read_regular
 
 IDX_IMAGES_MAGIC = 2051
 IDX_LABELS_MAGIC = 2049
@@ -26,10 +27,7 @@ IDX_STEMS = {
 
 def _read_maybe_gzip(path: Path) -> bytes:
     """File contents, gunzipped when the file starts with the gzip magic bytes."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DataError(one_line(f"cannot read {path}: {err.strerror or err}")) from err
+    data = read_regular(path, "IDX file")
     if data[:2] != b"\x1f\x8b":
         return data
     try:

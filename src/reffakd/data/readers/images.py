@@ -21,7 +21,7 @@ from reffakd.data.readers.archive import DirTree, Tree, is_image, open_tree
 from reffakd.data.readers.common import FIX_HINT, PathLike, one_line
 from reffakd.data.readers.decode_cache import Decoded, cached
 from reffakd.data.readers.image_modes import to_uint8
-from reffakd.errors import DataError
+from reffakd.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def _decode_image(data: bytes, where: str) -> np.ndarray:
     try:
         with _open_image(data, where) as img:
             return to_uint8(img, where)
+    except UserError:  # already names the file and the fix (a ValueError too)
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(
             one_line(

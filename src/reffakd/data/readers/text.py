@@ -38,6 +38,7 @@ import torch
 from reffakd.data.readers.common import PathLike
 from reffakd.data.text import LabelledTexts, RawTextDataset, hold_out_texts
 from reffakd.errors import DataError, UserError
+from reffakd.files import read_regular
 
 SST2_CLASSES = ["negative", "positive"]
 AGNEWS_CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
@@ -472,10 +473,7 @@ def _jsonl_records(file: _File, options: TextFileOptions) -> list[_Record]:
 
 def _read_records(path: Path, options: TextFileOptions) -> tuple[_File, list[_Record]]:
     fmt = textfile_format(path, options)
-    try:
-        file = _File(str(path), path.read_bytes())
-    except OSError as err:
-        raise DataError(f"cannot read {path} ({err.strerror}); check the path.") from err
+    file = _File(str(path), read_regular(path, "text file"))
     if fmt == "jsonl":
         records = _jsonl_records(file, options)
     else:
@@ -489,8 +487,20 @@ def _read_records(path: Path, options: TextFileOptions) -> tuple[_File, list[_Re
 _INTEGER = re.compile(r"[+-]?\d+")
 
 
-def _integer_labels(records: Sequence[_Record]) -> bool:
-    return bool(records) and all(_INTEGER.fullmatch(r.label) for r in records)
+def _integer_labels(file: _File, records: Sequence[_Record]) -> bool:
+    """True when every label is an integer; a column that mixes integers and names is refused
+    (``0, 1, neg, pos`` would otherwise be four classes)."""
+    integer = [r for r in records if _INTEGER.fullmatch(r.label)]
+    if integer and len(integer) < len(records):
+        name = next(r for r in records if not _INTEGER.fullmatch(r.label))
+        raise _row_error(
+            file.where,
+            name.line,
+            f"label {_short(name.label)} is a name, but line {integer[0].line} has the integer "
+            f"label {integer[0].label}",
+            "use integers 0..C-1 or names for every row",
+        )
+    return bool(records) and len(integer) == len(records)
 
 
 def _label_key(label: str, integers: bool) -> str:
@@ -510,8 +520,25 @@ def _class_names(file: _File, records: Sequence[_Record], integers: bool) -> lis
             f"{file.where}: found {len(keys)} class(es); a classifier needs at least 2."
         )
     if integers:
-        return [str(i) for i in range(max(int(k) for k in keys) + 1)]
+        _refuse_gaps(file, sorted(int(k) for k in keys))
+        return [str(i) for i in range(len(keys))]
     return sorted(keys)
+
+
+def _refuse_gaps(file: _File, values: list[int]) -> None:
+    """Integer labels must be 0..C-1: a skipped value would be a class without a sample."""
+    if values[-1] == len(values) - 1:
+        return
+    missing: list[int] = []
+    expected = 0
+    for value in values:  # walk the gaps: the largest label may be 10**12
+        missing.extend(range(expected, min(value, expected + 5 - len(missing))))
+        expected = value + 1
+    raise DataError(
+        f"{file.where}: the integer labels skip {', '.join(map(str, missing[:5]))} (found "
+        f"{len(values)} values up to {values[-1]}), which would be classes without a sample; "
+        "number the classes 0..C-1 without gaps, or use names."
+    )
 
 
 def _labelled(
@@ -537,7 +564,7 @@ def read_textfile(
     """The user's labelled texts: train and test files, or one file split by ``options``."""
     options = options or TextFileOptions()
     train_file, train_records = _read_records(Path(train), options)
-    integers = _integer_labels(train_records)
+    integers = _integer_labels(train_file, train_records)
     names = _class_names(train_file, train_records, integers)
     whole = _labelled(train_file, train_records, names, integers)
     if test is None:
