@@ -198,7 +198,9 @@ def test_native_bf16_reads_cuda_and_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize(("present", "expected"), [(True, "bf16"), (False, "fp32")])
-def test_a_run_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch, present, expected):
+def test_a_run_records_the_concrete_precision(
+    tiny_data, tmp_path, monkeypatch, capsys, present, expected
+):
     import json
 
     import yaml
@@ -210,7 +212,14 @@ def test_a_run_records_the_concrete_precision(tiny_data, tmp_path, monkeypatch, 
     assert config["compute"]["precision"] == expected
     assert config["compute"]["channels_last"] is present
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["precision"] == expected
+    assert summary["precision"] == expected and "cpu_bf16_units" in summary
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "run")]) == 0
+    shown = "bf16, channels-last" if present else "fp32 (CPU bf16 units"
+    assert any(
+        line.startswith("compute") and shown in line
+        for line in capsys.readouterr().out.splitlines()
+    )
     # --resume keeps the recorded value even where auto would now resolve otherwise
     with_bf16_units(monkeypatch, not present)
     assert main(["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
@@ -249,3 +258,18 @@ def test_fp32_is_bit_identical_to_no_autocast(tmp_path):
         trainer.task.state_dict().values(), auto.task.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_a_run_recorded_before_precision_existed_resumes_in_fp32(tiny_data, tmp_path, monkeypatch):
+    import yaml
+
+    args = train_args(tiny_data, tmp_path / "run")
+    assert main(args) == 0
+    path = tmp_path / "run" / "config.yaml"
+    values = yaml.safe_load(path.read_text())
+    del values["compute"]  # as written before the section existed
+    path.write_text(yaml.safe_dump(values))
+    with_bf16_units(monkeypatch, True)  # auto would now choose bf16
+    resume = ["train", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]
+    assert main(resume) == 0
+    assert yaml.safe_load(path.read_text())["compute"]["precision"] == "fp32"

@@ -40,7 +40,7 @@ def final_state(
     lengths = token_mask(ids, pad_id).sum(1)
     x = embedding(ids)
     with fp32_recurrence(x):
-        outputs = gru(x.float())[0]
+        outputs = gru(x.to(gru.weight_ih_l0.dtype))[0]
     return at_last_token(outputs, lengths)[None]
 
 
@@ -100,8 +100,9 @@ class GRUAutoencoder(nn.Module):
         """The decoder's projected outputs ``(B, L, embedding_dim)``, teacher-forced."""
         bos = torch.full_like(ids[:, :1], BOS_ID)
         inputs = self.embedding(torch.cat([bos, ids[:, :-1]], 1))
+        dtype = self.decoder.weight_ih_l0.dtype
         with fp32_recurrence(inputs):
-            outputs, _ = self.decoder(inputs.float(), self._encode_state(ids).float())
+            outputs, _ = self.decoder(inputs.to(dtype), self._encode_state(ids).to(dtype))
         return self.project(outputs)
 
     def _logits(self, projected: torch.Tensor) -> torch.Tensor:

@@ -65,10 +65,16 @@ def run_kind(path: Path) -> str | None:
 
 
 def load_run_config(run: str | Path) -> TrainConfig:
-    """The resolved config of a ``reffakd train`` run directory."""
+    """The resolved config of a ``reffakd train`` run directory. A run recorded before
+    ``compute.precision`` existed (no concrete value written) trained in fp32."""
     path = Path(run)
     check_training_run(path)
-    return from_dict(TrainConfig, load_yaml(path / "config.yaml"))
+    values = load_yaml(path / "config.yaml")
+    if isinstance(values, dict) and "precision" not in (values.get("compute") or {}):
+        values.setdefault("compute", {})
+        if isinstance(values["compute"], dict):
+            values["compute"]["precision"] = "fp32"
+    return from_dict(TrainConfig, values)
 
 
 def check_training_run(run: str | Path) -> None:
