@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from conftest import preset_signal, source_context, train_args
+from torch import nn
 
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
@@ -20,7 +21,14 @@ from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.errors import UserError
 from reffakd.kd.methods import PRESETS, resolve_method
 from reffakd.kd.objectives import OBJECTIVES, build_objective
-from reffakd.kd.signal import SOURCES, TeacherSignal, build_source
+from reffakd.kd.signal import (
+    SOURCES,
+    StudentOutputs,
+    TeacherSignal,
+    attach_student,
+    build_source,
+)
+from reffakd.kd.uskd import USKDSource
 from reffakd.kd.sources import NetworkSource
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
@@ -286,7 +294,7 @@ def test_explicit_source_and_loss(tiny_data, tmp_path, teacher_run, flags, pair)
     assert (method["source"], method["loss"]) == pair
 
 
-def all_sources(tmp_path: Path, teacher_run: Path) -> dict[str, object]:
+def all_sources(tmp_path: Path, teacher_run: Path, student: nn.Module) -> dict[str, object]:
     """One built and set-up instance of every registered source."""
     table = torch.full((10, 10), 0.05).fill_diagonal_(0.55)
     context = source_context(tmp_path)
@@ -300,15 +308,24 @@ def all_sources(tmp_path: Path, teacher_run: Path) -> dict[str, object]:
     sources = {name: build_source(name, options.get(name, {}), context) for name in SOURCES}
     for source in sources.values():
         source.setup()
+        attach_student(source, student)  # USKD's source reads the student's own forward
     return sources
 
 
 def test_every_source_and_loss_pair_resolves_and_runs(tmp_path, teacher_run):
-    sources = all_sources(tmp_path, teacher_run)
+    student = build_model("lenet5", 10, in_channels=1)
+    sources = all_sources(tmp_path, teacher_run, student)
     images, _ = augmented_batch(8)
     labels = torch.arange(8) % 10
     logits = torch.randn(8, 10)
-    signals = {name: source(images, labels, torch.arange(8)) for name, source in sources.items()}
+    signals = {}
+    for name, source in sources.items():
+        if isinstance(source, USKDSource):
+            student(images)  # the student's forward feeds USKD's feature hook
+            seen = StudentOutputs(logits)
+            signals[name] = source(images, labels, torch.arange(8), student=seen)
+        else:
+            signals[name] = source(images, labels, torch.arange(8))
     checked: set[str] = set()
     for preset in PRESETS:
         for source_name in SOURCES:
@@ -340,6 +357,9 @@ def test_preset_table():
         "kd+dist": ("teacher", "dist"),
         "lwkd": ("lwkd", "kd_adv"),
         "lwkd-noadv": ("lwkd", "kd"),
+        "nkd": ("teacher", "nkd"),
+        "reffakd+nkd": ("aesl", "nkd"),
+        "uskd": ("uskd", "uskd"),
     }
     assert {name: (PRESETS.get(name).source, PRESETS.get(name).loss) for name in PRESETS} == (
         expected
