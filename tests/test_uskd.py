@@ -460,6 +460,14 @@ def test_uskd_runs_from_the_cli_and_records_its_layer(tiny_data, tmp_path):
     assert math.isfinite(summary["last"]["val_loss"])
 
 
+def test_nkd_with_a_teacher_free_source_from_the_cli(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(tiny_data, out, "--method", "nkd", "--source", "virtual")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["method"]["source"], summary["method"]["loss"]) == ("virtual", "nkd")
+    assert math.isfinite(summary["last"]["val_loss"])
+
+
 def test_cli_refuses_a_missing_layer_in_one_line(tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--method", "uskd", "--set", "source.feature_layer=nope"]
