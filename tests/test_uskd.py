@@ -482,3 +482,16 @@ def test_list_methods_shows_the_new_presets(capsys):
     listed = capsys.readouterr().out
     for name in ("uskd", "nkd", "reffakd+nkd"):
         assert name in listed
+
+
+@pytest.mark.slow
+def test_uskd_trains_under_torchrun(tiny_data, tmp_path):
+    """The weak head is part of the module DDP synchronises (an unused or unsynchronised
+    parameter would fail the job); rank 0 checkpoints it."""
+    from test_distributed import torchrun
+
+    out = tmp_path / "ddp"
+    done = torchrun(*train_args(tiny_data, out, "--method", "uskd", "--batch-size", "64"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert state["extra"]["source"]["weak_head"]["weight"].shape == (10, 6)
