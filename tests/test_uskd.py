@@ -236,6 +236,23 @@ class Staged(nn.Module):
         return self.fc(self.stage2(self.stage1(x)).mean((2, 3)))
 
 
+def test_uskd_golden_value_with_every_output_uniform():
+    """All logits 0 (final and weak head): s_y = 1/5 so q = 1 and L_t = CE = log 5; the
+    weak head's smoothed CE is log 5; the student's non-target part is uniform, so
+    L_n = log 4 whatever the Zipf weights. Total: (1 + α + μ) log 5 + β log 4."""
+    model = Staged()
+    for p in model.parameters():
+        nn.init.zeros_(p)
+    criterion = USKDLoss(model, 5, feature_dim=3)
+    for p in criterion.weak_head.parameters():
+        nn.init.zeros_(p)
+    loss = criterion(model(torch.randn(4, 1, 6, 6)), Y)
+    assert loss.item() == pytest.approx(1.2 * math.log(5) + 0.1 * math.log(4), rel=1e-6)
+    terms = criterion.last_terms
+    assert terms["uskd_target"].item() == pytest.approx(0.1 * math.log(5), rel=1e-6)
+    assert terms["weak"].item() == pytest.approx(0.1 * math.log(5), rel=1e-6)
+
+
 @pytest.mark.parametrize("ranking", ["log_prob", "prob"])
 def test_uskd_loss_matches_the_naive_reference(ranking):
     torch.manual_seed(0)
