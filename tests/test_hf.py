@@ -206,6 +206,7 @@ def test_every_preset_trains_an_hf_student(
         "teacher": ["--teacher", str(hf_teacher)],
         "self": ["--teacher", str(hf_teacher)],
         "aesl": ["--soft-labels", str(embedder_labels / "soft_labels.pt")],
+        "uskd": ["--set", "source.feature_layer=body"],
         "lwkd": ["--set", "source.teacher_epochs=1", "--set", "source.per_class=10",
                  "--set", "source.pool_per_class=4"],
     }.get(preset_signal(name), [])  # fmt: skip

@@ -231,6 +231,7 @@ def preset_flags(name: str, teacher: Path, soft_labels: Path) -> list[str]:
         "teacher": ["--teacher", str(teacher)],
         "self": ["--teacher", str(teacher)],
         "aesl": ["--soft-labels", str(soft_labels / "soft_labels.pt")],
+        "uskd": ["--set", "source.feature_layer=convs.0"],  # textcnn names no stages
         "lwkd": [
             "--set",
             "source.teacher_epochs=1",

@@ -38,6 +38,8 @@ _EXPORTS = {
     "KDLoss": "reffakd.kd.modules",
     "DKDLoss": "reffakd.kd.modules",
     "DISTLoss": "reffakd.kd.modules",
+    "NKDLoss": "reffakd.kd.modules",
+    "USKDLoss": "reffakd.kd.modules",
     "LabelSmoothingLoss": "reffakd.kd.modules",
     "TfKDVirtualLoss": "reffakd.kd.modules",
     "PSKD": "reffakd.kd.selfkd",

@@ -18,7 +18,13 @@ from reffakd.data.user import USER_DATA
 from reffakd.errors import UserError
 from reffakd.kd.methods import ResolvedMethod, resolve_method
 from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import SOURCES, SourceContext, TeacherSource, build_source
+from reffakd.kd.signal import (
+    SOURCES,
+    SourceContext,
+    TeacherSource,
+    attach_student,
+    build_source,
+)
 from reffakd.models import (
     build_model,
     canonical_model_name,
@@ -122,6 +128,7 @@ def build_run(
                 f"method {config.method!r} adds samples to each batch (CS-KD, DLB), which "
                 "torchrun runs do not support yet: train it in one process."
             )
+        attach_student(source, student)  # USKD's feature layer: refused before any write
     objective = build_objective(method.loss, method.loss_options)
     return StudentRun(config, data, method, device, transform, student, source, objective)
 

@@ -26,12 +26,19 @@ __all__ = [
     "dist",
     "dkd",
     "kd_kl",
+    "nkd",
+    "nkd_soft_targets",
+    "non_target_log_softmax",
+    "normalized_terms",
     "probs_to_logits",
     "pskd_targets",
     "self_kd_kl",
     "standardize_logits",
+    "uskd_rank_scores",
+    "uskd_target",
     "warmup_factor",
     "zipf_distribution",
+    "zipf_non_target",
 ]
 
 Reduction = Literal["batchmean", "mean", "sum", "none"]
@@ -331,3 +338,159 @@ def self_kd_kl(
     if target_logits.shape[0] == 0:
         return student_logits.sum() * 0.0
     return kd_kl(student, target_logits, temperature)
+
+
+# --------------------------------------------------------------------------------------------
+# NKD / USKD
+# --------------------------------------------------------------------------------------------
+
+
+def _labels_for(logits: Tensor, labels: Tensor) -> Tensor:
+    """``labels`` as a (B, 1) int64 index into ``logits``' classes."""
+    _check_logits("logits", logits)
+    batch, classes = logits.shape
+    if classes < 2:
+        raise ValueError(f"normalized losses need >= 2 classes, got {classes}")
+    labels = labels.reshape(-1)
+    if labels.numel() != batch or labels.is_floating_point():
+        raise ValueError(f"labels must be {batch} class indices, got {tuple(labels.shape)}")
+    return labels.long().unsqueeze(1)
+
+
+def _label_mask(logits: Tensor, labels: Tensor) -> Tensor:
+    index = _labels_for(logits, labels)
+    return torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
+
+
+def non_target_log_softmax(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> Tensor:
+    """(B, C): ``log N(softmax(z / T))``, the log-softmax over the C - 1 non-target classes
+    (``N(p)_c = p_c / (1 - p_y)`` for ``c != y``), and 0 at the label, so that a target weight
+    of 0 there adds nothing (rather than ``0 * -inf``)."""
+    _check_temperature("temperature", temperature)
+    mask = _label_mask(logits, labels)
+    log_n = F.log_softmax((logits / temperature).masked_fill(mask, float("-inf")), dim=1)
+    return log_n.masked_fill(mask, 0.0)
+
+
+def normalized_terms(
+    student_logits: Tensor,
+    labels: Tensor,
+    target: Tensor,
+    non_target: Tensor,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """The two terms of the normalized loss (NKD, USKD), unweighted, averaged over the batch:
+
+    * ``L_t = -(1/B) sum_i q_i log softmax(z_i)_{y_i}`` with ``q_i = target[i]`` the soft
+      target of the label class (the student at T = 1);
+    * ``L_n = -(1/B) sum_i sum_{c != y_i} r_ic log N(softmax(z_i / T))_c`` with
+      ``r_i = non_target[i]`` a distribution over the non-target classes (0 at the label).
+
+    ``target`` (B,) and ``non_target`` (B, C) are soft labels: detached here. ``L_n`` is the
+    cross-entropy, not the KL: the two differ by the soft labels' entropy, a constant.
+    """
+    index = _labels_for(student_logits, labels)
+    if target.shape != (student_logits.shape[0],) or non_target.shape != student_logits.shape:
+        raise ValueError(
+            f"target must be ({student_logits.shape[0]},) and non_target "
+            f"{tuple(student_logits.shape)}, got {tuple(target.shape)}, {tuple(non_target.shape)}"
+        )
+    log_target = F.log_softmax(student_logits, dim=1).gather(1, index).squeeze(1)
+    loss_t = -(target.detach() * log_target).mean()
+    log_n = non_target_log_softmax(student_logits, labels, temperature)
+    loss_n = -(non_target.detach() * log_n).sum(dim=1).mean()
+    return loss_t, loss_n
+
+
+def nkd_soft_targets(
+    teacher_logits: Tensor, labels: Tensor, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """A teacher's soft labels in the normalized form: its target probability
+    ``softmax(t)_y`` (at T = 1, as in NKD) and ``N(softmax(t / T))``, its non-target
+    distribution (0 at the label). Both detached."""
+    teacher_logits = teacher_logits.detach()
+    index = _labels_for(teacher_logits, labels)
+    target = F.softmax(teacher_logits, dim=1).gather(1, index).squeeze(1)
+    non_target = non_target_log_softmax(teacher_logits, labels, temperature).exp()
+    return target, non_target.masked_fill(_label_mask(teacher_logits, labels), 0.0)
+
+
+def nkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    temperature: float = 1.0,
+    gamma: float = 1.5,
+    teacher_temperature: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Normalized KD (Yang et al., ICCV 2023; yzd-v/cls_KD ``NKDLoss``).
+    Returns ``(L_t, gamma * T^2 * L_n)``:
+
+    * ``L_t = -(1/B) sum_i softmax(t_i)_y log softmax(z_i)_y``;
+    * ``L_n = -(1/B) sum_i sum_{c != y} N(softmax(t_i / T_t))_c log N(softmax(z_i / T))_c``,
+      ``N(p)_c = p_c / (1 - p_y)``: student and teacher non-target parts each renormalized
+      over the non-target classes, so both sum to 1.
+
+    ``T_t`` (``teacher_temperature``) None means T, as in the official code. The teacher is
+    detached; the cross-entropy on the labels is the caller's.
+    """
+    _check_pair("student_logits", student_logits, "teacher_logits", teacher_logits)
+    _check_temperature("temperature", temperature)
+    t_teacher = temperature if teacher_temperature is None else teacher_temperature
+    target, non_target = nkd_soft_targets(teacher_logits, labels, t_teacher)
+    loss_t, loss_n = normalized_terms(student_logits, labels, target, non_target, temperature)
+    return loss_t, gamma * temperature**2 * loss_n
+
+
+def uskd_target(student_logits: Tensor, labels: Tensor) -> Tensor:
+    """USKD's soft target of the label class, from the student itself (detached):
+    ``q_i = s_i^2 + 1 - (1/B) sum_j s_j^2`` with ``s_i = softmax(z_i)_{y_i}``; the batch mean
+    smooths the squared target probability (official ``USKDLoss``)."""
+    index = _labels_for(student_logits, labels)
+    squared = F.softmax(student_logits.detach(), dim=1).gather(1, index).squeeze(1) ** 2
+    return squared + 1.0 - squared.mean()
+
+
+RANKINGS = ("log_prob", "prob")
+
+
+@torch.no_grad()
+def uskd_rank_scores(
+    student_logits: Tensor, weak_logits: Tensor, labels: Tensor, ranking: str = "log_prob"
+) -> Tensor:
+    """(B, C) scores that rank the classes for USKD's Zipf labels, from the final head (z) and
+    the weak head (w), each normalized by its non-target mass:
+
+    * ``ranking="log_prob"`` (official code): ``w_c / (1 - w_y) + log s_c / (1 - log s_y)``;
+    * ``ranking="prob"`` (the paper's text): ``w_c / (1 - w_y) + s_c / (1 - s_y)``;
+
+    with ``w = softmax(weak)``, ``s = softmax(z)`` and 1e-6 added to each denominator as in the
+    code. Ranking is not differentiable: no gradient flows."""
+    if ranking not in RANKINGS:
+        raise ValueError(f"ranking must be one of {RANKINGS}, got {ranking!r}")
+    _check_pair("student_logits", student_logits, "weak_logits", weak_logits)
+    index = _labels_for(student_logits, labels)
+    w = F.softmax(weak_logits, dim=1)
+    s = F.log_softmax(student_logits, dim=1)
+    if ranking == "prob":
+        s = s.exp()
+    w_y, s_y = w.gather(1, index), s.gather(1, index)
+    return w / (1.0 - w_y + 1e-6) + s / (1.0 - s_y + 1e-6)
+
+
+@torch.no_grad()
+def zipf_non_target(scores: Tensor, labels: Tensor) -> Tensor:
+    """(B, C) Zipf soft labels over the non-target classes: rank every class, the label
+    included, by ``scores`` (highest first, rank 1), give class c the weight ``1 / rank_c``,
+    drop the label and renormalize over the C - 1 others (0 at the label).
+
+    Ties keep class order (a stable sort: the lower class index ranks first), so equal scores
+    give distinct, deterministic weights."""
+    mask = _label_mask(scores, labels)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order).scatter_(
+        1, order, torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    )
+    weights = (1.0 / ranks.to(torch.float32)).masked_fill(mask, 0.0)
+    return weights / weights.sum(dim=1, keepdim=True)

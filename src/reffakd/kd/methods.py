@@ -32,6 +32,7 @@ _HINTON = {"alpha": 0.9, "temperature": 4.0, "teacher_temperature": None}
 # loss_kd_self). Their KL is KLDivLoss()'s mean (KL / C) times a per-model multiplier (1 to 100);
 # here the true KL is used, which only rescales the KD term.
 _TFKD_SELF = {"alpha": 0.95, "temperature": 20.0, "teacher_temperature": None}
+_NKD_CIFAR = {"temperature": 3.0, "gamma": 3.5}
 _TABLE = {
     "ce": MethodSpec(None, "ce", description="cross-entropy on hard labels"),
     "ls": MethodSpec("smooth", "soft_ce", {"eps": 0.1}, description="label smoothing"),
@@ -138,6 +139,31 @@ _TABLE = {
         {"power": 1.0},
         {"weight": 1.0, "temperature": 1.0},
         "Zipf's LS (logit ranking): Zipf's law over the student's own ranking",
+    ),
+    # NKD and USKD (docs/methods.md §7): yzd-v/cls_KD's CIFAR-100 configs,
+    # configs/distillers/cifar100/res34_distill_res18_cifar.py (NKD: temp 3, gamma 3.5) and
+    # res18_sd_cifar.py (USKD: alpha = beta = mu = 0.1).
+    "nkd": MethodSpec(
+        "teacher",
+        "nkd",
+        {},
+        _NKD_CIFAR,
+        "NKD: normalized KD from a trained teacher (--teacher RUN)",
+    ),
+    "reffakd+nkd": MethodSpec(
+        "aesl",
+        "nkd",
+        {},
+        # the AESL row as is (T_t 1), only the student softened, as in `reffakd`
+        {**_NKD_CIFAR, "teacher_temperature": 1.0},
+        "AESL soft labels with the NKD loss",
+    ),
+    "uskd": MethodSpec(
+        "uskd",
+        "uskd",
+        {"ranking": "log_prob"},
+        {"alpha": 0.1, "beta": 0.1, "mu": 0.1},
+        "USKD: the student's own soft target and Zipf labels ranked with a weak head",
     ),
 }
 for _name, _spec in _TABLE.items():

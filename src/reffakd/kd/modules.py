@@ -31,6 +31,7 @@ from reffakd.kd.methods import resolve_method
 from reffakd.kd.objectives import Objective, build_objective
 from reffakd.kd.signal import StudentOutputs, TeacherSignal, TeacherSource
 from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
+from reffakd.kd.uskd import USKDSource
 
 
 def fp32_terms(
@@ -252,7 +253,15 @@ DROP_IN_SOURCES: dict[str, DropInSource] = {
     ),
     "teacher": _network,
     "self": _network,
+    "uskd": lambda given, name, options: _needs_student(name),
 }
+
+
+def _needs_student(name: str) -> TeacherSource:
+    raise UserError(
+        f"source {name!r} hooks a layer of your model: use USKDLoss(model, num_classes, "
+        "example_input=...) and put criterion.weak_head in your optimizer."
+    )
 
 
 def build_drop_in_source(name: str, options: dict[str, Any], given: SourceInputs) -> TeacherSource:
@@ -396,3 +405,69 @@ class TfKDVirtualLoss(DistillationLoss):
             **loss_options,
         )
         super().__init__(built.source, built.objective)
+
+
+class NKDLoss(DistillationLoss):
+    """Normalized KD (CE + target term + gamma T² normalized non-target term) from a
+    ``teacher`` network or from ``soft_labels`` (presets ``nkd`` / ``reffakd+nkd``)."""
+
+    def __init__(
+        self,
+        teacher: nn.Module | None = None,
+        *,
+        soft_labels: Any = None,
+        temperature: float | None = None,
+        gamma: float | None = None,
+        **loss_options: Any,
+    ) -> None:
+        signal = _exactly_one_signal("NKDLoss", teacher, soft_labels)
+        method = "nkd" if signal == "teacher" else "reffakd+nkd"
+        options = _given(temperature=temperature, gamma=gamma)
+        built = DistillationLoss.from_method(
+            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        )
+        super().__init__(built.source, built.objective)
+
+
+class USKDLoss(DistillationLoss):
+    """USKD on your ``model`` (preset ``uskd``): ``criterion(model(inputs), labels)``.
+
+    A forward hook on ``feature_layer`` (default: the model's ``feature_stages[-2]``) feeds the
+    weak head ``criterion.weak_head``, a ``Linear(D, num_classes)``: put its parameters in your
+    optimizer (``[*model.parameters(), *criterion.weak_head.parameters()]``) and its
+    ``state_dict`` in your checkpoints. D is read off ``feature_dim`` or one forward of
+    ``example_input`` (a batch of your inputs) in eval mode. Run the model on the batch before
+    calling the criterion, so the hook holds that batch's feature.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        *,
+        feature_layer: str | None = None,
+        example_input: Tensor | None = None,
+        feature_dim: int | None = None,
+        feature_pool: str | None = None,
+        ranking: str | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        mu: float | None = None,
+        **loss_options: Any,
+    ) -> None:
+        source_options = _given(
+            feature_layer=feature_layer, feature_pool=feature_pool, ranking=ranking
+        )
+        options = {**_given(alpha=alpha, beta=beta, mu=mu), **loss_options}
+        resolved = resolve_method("uskd", source_options, options)
+        source = USKDSource(
+            num_classes, example=example_input, feature_dim=feature_dim, **resolved.source_options
+        )
+        source.attach(model)
+        super().__init__(source, build_objective(resolved.loss, resolved.loss_options))
+
+    @property
+    def weak_head(self) -> nn.Module:
+        """The weak classifier: train it with the model (it is in ``criterion.parameters()``)."""
+        assert isinstance(self.source, USKDSource) and self.source.weak_head is not None
+        return self.source.weak_head

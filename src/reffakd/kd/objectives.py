@@ -38,9 +38,10 @@ class Objective:
         return signal
 
 
-# LW-KD's adversarial loss registers itself from reffakd.lwkd (docs/lwkd.md).
+# NKD and USKD register from reffakd.kd.uskd (docs/methods.md §7), LW-KD's adversarial loss
+# from reffakd.lwkd (docs/lwkd.md).
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry(
-    "loss", autoload=("reffakd.lwkd",), entry_points="reffakd.losses"
+    "loss", autoload=("reffakd.kd.uskd", "reffakd.lwkd"), entry_points="reffakd.losses"
 )
 
 

@@ -19,6 +19,8 @@ itself. They set ``needs_student_logits`` and receive the student's detached out
 ``student=StudentOutputs(...)``; they may keep per-sample or per-class state between batches
 (``extra_state`` checkpoints it), roll it over in ``end_epoch``, and add training samples to a
 batch (``extra_indices``: CS-KD's same-class partners, DLB's half of the previous batch).
+USKD's source also reads a layer of the student: it is bound to the student once
+(:func:`attach_student`) and holds a module trained with it (``trained_modules()``).
 """
 
 from __future__ import annotations
@@ -207,7 +209,13 @@ SourceFactory = Callable[..., TeacherSource]
 # The aesl and lwkd sources register themselves from their packages (docs/methods.md).
 SOURCES: Registry[SourceFactory] = Registry(
     "teacher-signal source",
-    autoload=("reffakd.kd.sources", "reffakd.kd.selfkd", "reffakd.aesl", "reffakd.lwkd"),
+    autoload=(
+        "reffakd.kd.sources",
+        "reffakd.kd.selfkd",
+        "reffakd.kd.uskd",
+        "reffakd.aesl",
+        "reffakd.lwkd",
+    ),
     entry_points="reffakd.sources",
 )
 
@@ -245,3 +253,11 @@ def check_options(
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"option '{section}.{name}' of {what} must be finite, got {value}.")
+
+
+def attach_student(source: TeacherSource | None, student: nn.Module) -> None:
+    """Bind a source that reads the student's own layers (USKD's feature hook) to the student;
+    other sources ignore it. Idempotent, so a run can check it early and the distiller again."""
+    attach = getattr(source, "attach", None)
+    if attach is not None:
+        attach(student)

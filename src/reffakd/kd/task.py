@@ -7,6 +7,7 @@ and never needs to know which method produced them. The losses come from a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import torch
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from reffakd.kd.modules import DistillationLoss
 from reffakd.kd.objectives import Objective
-from reffakd.kd.signal import TeacherSource
+from reffakd.kd.signal import TeacherSource, attach_student
 from reffakd.training.task import ExtraSamples, Task, topk_correct
 
 
@@ -32,6 +33,7 @@ class Distiller(Task):
     def __init__(self, student: nn.Module, source: TeacherSource | None, objective: Objective):
         super().__init__()
         self.student = student
+        attach_student(source, student)
         self.criterion = DistillationLoss(source, objective)
 
     @property
@@ -42,11 +44,18 @@ class Distiller(Task):
     def objective(self) -> Objective:
         return self.criterion.objective
 
+    def trained_with_student(self) -> dict[str, nn.Module]:
+        """Modules of the source trained with the student (USKD's weak head), by name."""
+        getter = getattr(self.source, "trained_modules", None)
+        return getter() if getter is not None else {}
+
     def learnable_parameters(self) -> Iterable[nn.Parameter]:
-        return self.student.parameters()
+        extra = (m.parameters() for m in self.trained_with_student().values())
+        return itertools.chain(self.student.parameters(), *extra)
 
     def learnable_module(self) -> nn.Module:
-        return self.student
+        extra = self.trained_with_student()
+        return nn.ModuleDict({"student": self.student, **extra}) if extra else self.student
 
     def networks(self) -> dict[str, nn.Module]:
         """The student and the frozen networks the source runs on every batch."""

@@ -44,6 +44,9 @@ class CifarBasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """RepDistiller's CIFAR ResNet of depth ``6n + 2`` with the given four widths."""
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = ("layer1", "layer2", "layer3")
+
     def __init__(
         self,
         depth: int,

@@ -33,6 +33,9 @@ class LeNet5(nn.Module):
     The first FC layer has ``16 * s * s`` inputs, where ``s`` is 5 at 32x32.
     """
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = ("features.0", "features.1")
+
     def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> None:
         super().__init__()
         side = _feature_size(image_size)

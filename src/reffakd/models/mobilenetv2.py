@@ -55,6 +55,9 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """CIFAR MobileNetV2 with expansion ``T`` and width multiplier ``width_mult``."""
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = tuple(f"blocks.{i}" for i in range(len(SETTINGS)))
+
     def __init__(
         self,
         num_classes: int = 100,

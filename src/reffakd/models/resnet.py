@@ -96,6 +96,9 @@ class ResNet(nn.Module):
     ``image_size`` inputs only.
     """
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = ("layer1", "layer2", "layer3", "layer4")
+
     def __init__(
         self,
         block: type[BasicBlock] | type[Bottleneck],

@@ -79,6 +79,9 @@ class ShuffleDownBlock(nn.Module):
 class ShuffleNetV2(nn.Module):
     """CIFAR ShuffleNetV2 of the given ``net_size`` (a key of :data:`CONFIGS`)."""
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = ("layer1", "layer2", "layer3")
+
     def __init__(self, net_size: float = 1, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
         out_channels = CONFIGS[net_size]["out_channels"]

@@ -40,6 +40,9 @@ def _conv_block(widths: Sequence[int], in_channels: int) -> nn.Sequential:
 class VGG(nn.Module):
     """CIFAR VGG with BatchNorm built from a five-block config such as ``CFGS["S"]``."""
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = tuple(f"blocks.{i}" for i in range(5))
+
     def __init__(
         self, cfg: Sequence[Sequence[int]], num_classes: int = 100, in_channels: int = 3
     ) -> None:

@@ -39,6 +39,9 @@ class WideBasicBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-k for CIFAR: widths 16, 16k, 32k, 64k and ``(depth - 4) / 6`` blocks a stage."""
 
+    # its stages, in order: USKD hooks the last-but-one (docs/methods.md §7.3)
+    feature_stages = ("block1", "block2", "block3")
+
     def __init__(
         self,
         depth: int,
