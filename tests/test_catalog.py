@@ -8,10 +8,12 @@ import os
 import pickle
 import struct
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from reffakd.data import (
@@ -23,9 +25,13 @@ from reffakd.data import (
     paths,
     user_cache_dir,
 )
+from reffakd.data.readers.archive import ARCHIVE_SUFFIXES
+from reffakd.data.text_catalog import load_text_dataset
 from reffakd.errors import DataError, UserError
 
 REAL_DATA = os.environ.get("REFFAKD_DATA")
+# tarfile write modes by the last part of an archive suffix
+TAR_MODES = {"gz": "gz", "tgz": "gz", "bz2": "bz2", "tbz2": "bz2", "xz": "xz", "txz": "xz"}
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +124,92 @@ def test_specs() -> None:
     assert tiny.augment["crop_padding"] == 0
     for spec in (get_spec(n) for n in DATASETS.names() if not get_spec(n).explicit_only):
         assert spec.downloads and all(len(c) in (32, 64) for _, _, c in spec.downloads)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt"]
+FASHION_CLASSES += ["Sneaker", "Bag", "Ankle boot"]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "class_names"),
+    [
+        # (num_classes, in_channels, native_size, default_image_size)
+        ("fashion-mnist", (10, 1, 28, 32), FASHION_CLASSES),
+        ("mnist", (10, 1, 28, 32), [str(d) for d in range(10)]),
+        ("cifar10", (10, 3, 32, 32), catalog.CIFAR10_CLASSES),
+        ("cifar100", (100, 3, 32, 32), []),  # read from the copy's meta file
+        ("tiny-imagenet", (200, 3, 64, 64), []),  # read from the copy's wnids.txt
+        ("imagefolder", (None, None, None, None), []),  # all from the folders
+    ],
+)
+def test_image_spec_entries(
+    name: str, shape: tuple[int | None, ...], class_names: list[str]
+) -> None:
+    spec = get_spec(name)
+    assert spec.name == name and spec.modality == "image"
+    assert (spec.num_classes, spec.in_channels, spec.native_size, spec.default_image_size) == shape
+    assert (spec.class_names or []) == class_names
+
+
+def test_cifar10_class_names_are_the_official_order() -> None:
+    assert catalog.CIFAR10_CLASSES == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+
+
+IDX_FILES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "checksums"),
+    [
+        # the md5s published by zalandoresearch/fashion-mnist and used by torchvision
+        (
+            "fashion-mnist",
+            IDX_FILES,
+            ["8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe"]
+            + ["bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"],
+        ),
+        (
+            "mnist",
+            IDX_FILES,
+            ["f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432"]
+            + ["9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"],
+        ),
+        # the md5s on the CIFAR page and in torchvision
+        ("cifar10", ["cifar-10-python.tar.gz"], ["c58f30108f718f92721af3b95e74349a"]),
+        ("cifar100", ["cifar-100-python.tar.gz"], ["eb9058c3a382ffc7106e4002c42a8d85"]),
+        ("tiny-imagenet", ["tiny-imagenet-200.zip"], ["90528d7ca1a48142e341f4ef8d21d0de"]),
+    ],
+)
+def test_official_downloads(name: str, files: list[str], checksums: list[str]) -> None:
+    downloads = get_spec(name).downloads
+    assert [filename for _, filename, _ in downloads] == files
+    assert [checksum for _, _, checksum in downloads] == checksums
+    assert all(url.endswith("/" + filename) for url, filename, _ in downloads)
+
+
+def test_idx_copy_is_read_pixel_and_label_exact(tmp_path: Path) -> None:
+    write_idx(tmp_path / "flag" / "mnist", n_train=12, n_test=3)
+    raw = load_dataset("mnist", data_dir=tmp_path / "flag")
+    assert raw.train.images.shape == (12, 1, 28, 28) and raw.train.images.dtype == torch.uint8
+    assert raw.train.labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert raw.test.labels.tolist() == [0, 1, 2] and int(raw.train.images.max()) == 0
+    assert raw.class_names == [str(d) for d in range(10)] and raw.num_classes == 10
 
 
 def test_unknown_dataset_is_a_user_error() -> None:
@@ -243,6 +335,7 @@ def test_cifar10_official_pickles_and_data_dir_file(tmp_path: Path) -> None:
     write_cifar10_pickles(tmp_path / "flag" / "cifar-10-batches-py")
     raw = load_dataset("cifar10", data_dir=tmp_path / "flag")
     assert raw.train.images.shape == (10, 3, 32, 32) and raw.test.labels.tolist() == [1, 7]
+    assert raw.train.labels.tolist() == [1, 7] * 5 and raw.train.images.unique().tolist() == [3]
     archive = write_split_tar(tmp_path / "other" / "c10.tar.gz", catalog.CIFAR10_CLASSES)
     assert len(load_dataset("cifar10", data_dir=archive).test) == 10
 
@@ -293,6 +386,31 @@ def test_tiny_imagenet_layout(tmp_path: Path) -> None:
     assert raw.train.images.shape == (200, 3, 64, 64)
     assert raw.test.labels.tolist() == [0, 50, 100]
     assert raw.class_names == wnids  # no words.txt: class names are the wnids
+
+
+@pytest.mark.parametrize("suffix", ARCHIVE_SUFFIXES)
+def test_text_archives_of_every_reader_format(tmp_path: Path, suffix: str) -> None:
+    """The text catalog takes the archive formats of readers.archive, .tbz2 and .txz too."""
+    source = tmp_path / "src" / "rt-polaritydata"
+    source.mkdir(parents=True)
+    for polarity in ("pos", "neg"):
+        lines = "".join(f"{polarity} {i}\n" for i in range(10))
+        (source / f"rt-polarity.{polarity}").write_text(lines, encoding="latin-1")
+    archive = tmp_path / "flag" / "mr" / f"rt-polaritydata{suffix}"
+    archive.parent.mkdir(parents=True)
+    if suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in source.iterdir():
+                zf.write(path, f"rt-polaritydata/{path.name}")
+    else:
+        with tarfile.open(archive, "w:" + TAR_MODES.get(suffix.rsplit(".", 1)[-1], "")) as tar:
+            tar.add(source, arcname="rt-polaritydata")
+    for data_dir in (tmp_path / "flag", archive):
+        raw = load_text_dataset("mr", data_dir=data_dir)
+        assert raw.source == str(archive)
+        assert sorted(raw.train.texts + raw.test.texts) == sorted(
+            f"{p} {i}" for p in ("pos", "neg") for i in range(10)
+        )
 
 
 # ---------------------------------------------------------------------------------------------

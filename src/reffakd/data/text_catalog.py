@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reffakd.data.locate import load_dataset
+from reffakd.data.readers.archive import ARCHIVE_SUFFIXES, is_archive_file
 from reffakd.data.readers.text import (
     AGNEWS_CLASSES,
     MR_CLASSES,
@@ -43,7 +44,6 @@ from reffakd.data.text import RawTextDataset
 from reffakd.errors import DataError, UserError
 
 Reader = Callable[[Path], RawTextDataset]
-_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _PEEK_BYTES = 1 << 16
 _AGNEWS_MIRROR = (
     "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/"
@@ -52,10 +52,6 @@ TEXTFILE_EXPECTS = (
     "a .csv, .tsv or .jsonl file of texts and labels (20% then held out as test), or a folder "
     "with train.<ext> and test.<ext>"
 )
-
-
-def _is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
 def _first_row(path: Path, delimiter: str) -> list[str]:
@@ -77,11 +73,12 @@ def _found(path: Path, read: Reader) -> Found:
 def _archive_probe(path: Path, dedicated: bool, stem: str, read: Reader) -> Found | None:
     """An archive given as the place itself: accepted if dedicated or named like the official."""
     named = path.name.lower().startswith(stem.lower())
-    return _found(path, read) if _is_archive(path) and (dedicated or named) else None
+    return _found(path, read) if is_archive_file(path) and (dedicated or named) else None
 
 
 def _archive_in(folder: Path, stem: str) -> Path | None:
-    for suffix in _ARCHIVE_SUFFIXES:
+    """``folder/<stem><suffix>`` for the first archive suffix (readers.archive order) present."""
+    for suffix in ARCHIVE_SUFFIXES:
         if (folder / (stem + suffix)).is_file():
             return folder / (stem + suffix)
     return None

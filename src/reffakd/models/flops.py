@@ -88,11 +88,6 @@ def _count_recurrent(model: nn.Module, inputs: Any) -> tuple[int, int]:
     return hand, counted
 
 
-def recurrent_flops(model: nn.Module, inputs: Any) -> int:
-    """Hand-counted FLOPs of every LSTM/GRU/RNN call in ``model(inputs)`` (whole batch)."""
-    return _count_recurrent(model, inputs)[0]
-
-
 def extra_recurrent_flops(model: nn.Module, inputs: Any) -> int:
     """FLOPs to add to ``FlopCounterMode``'s total so that RNN calls count as by hand.
 
