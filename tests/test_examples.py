@@ -38,10 +38,11 @@ def test_own_loop(monkeypatch, capsys) -> None:
 
 
 def test_the_readme_shows_own_loop_as_it_is() -> None:
+    """The README and docs/api.md show the example as it is."""
     code = (EXAMPLES / "own_loop.py").read_text()
     body = code.split('"""', 2)[2].strip()  # without the module docstring
-    readme = (REPO / "README.md").read_text()
-    assert f"```python\n{body}\n```" in readme
+    for page in ("README.md", "docs/api.md"):
+        assert f"```python\n{body}\n```" in (REPO / page).read_text(), page
 
 
 def test_hf_dataset(monkeypatch, capsys) -> None:

@@ -4,7 +4,7 @@
 ``LOCAL_RANK``; :func:`process_group` joins them (nccl on CUDA, gloo on CPU). Without those
 variables (or with a world of 1) nothing here touches ``torch.distributed``.
 
-The contract (README "Training at scale"):
+The contract (docs/scale.md, "Training at scale"):
 
 * ``--batch-size`` is global; every rank walks the same seeded permutation and takes an equal,
   contiguous share of each batch (:func:`reffakd.data.loader.shard_rows`);
