@@ -187,5 +187,11 @@ def test_packaged_suites_use_the_dkd_beta_of_their_pair() -> None:
                 assert isinstance(objective, DecoupledKD)
                 assert objective.beta == DKD_BETA[pair], (name, method, pair)
                 checked.add((name, method))
-    # The suites holding a table pair today (a new one joins this set).
-    assert checked == {("cifar10", "kd+dkd"), ("cifar10", "reffakd+dkd")}
+    # No packaged suite holds a table pair today (a new one joins this set). cifar10 trains
+    # ResNet-56 -> ResNet-8, which mdistiller has no config for: it takes the ResNet-56
+    # teacher's beta (2, from resnet56 -> resnet20), as its description says.
+    assert checked == set()
+    cifar = load_suite("cifar10")
+    for method in ("kd+dkd", "reffakd+dkd"):
+        beta = cifar.method_options[method]["loss"]["beta"]
+        assert beta == DKD_BETA[("resnet56", "resnet20")]
