@@ -390,8 +390,8 @@ def test_presets_and_their_official_defaults():
     paper = resolve_method("uskd", {"ranking": "prob"}, {"alpha": 1.0, "mu": 0.005})
     assert paper.loss_options == {"alpha": 1.0, "beta": 0.1, "mu": 0.005}
     assert resolve_method("reffakd+nkd").loss_options == {
-        "temperature": 3.0,
-        "gamma": 3.5,
+        "temperature": 1.0,
+        "gamma": 1.5,
         "teacher_temperature": 1.0,
     }
 
