@@ -271,7 +271,11 @@ def test_killed_self_kd_run_resumes_bit_identically(tiny_data, tmp_path, name):
     def cli(*extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "reffakd", *extra]
         return subprocess.run(
-            command, capture_output=True, text=True, env={**os.environ, **(env or {})}
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            timeout=600,
         )
 
     assert cli(*args, "--out", str(tmp_path / "full")).returncode == 0

@@ -3,8 +3,10 @@ test and the paired interval against hand-computed values, and the bench's table
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -63,6 +65,26 @@ def test_paired_interval_by_hand():
     assert diff.high == pytest.approx(diff.mean + half, abs=1e-4)
     assert diff.verdict == "better"
     assert difference(reference, method).verdict == "worse"
+
+
+def test_equal_differences_on_every_seed_give_no_interval():
+    same = difference({0: 90.0, 1: 91.0}, {0: 89.0, 1: 90.0})
+    assert same.mean == pytest.approx(1.0) and math.isnan(same.low) and same.verdict == "n/a"
+
+
+def test_significance_script_tables_best_and_last(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "significance.py"
+    spec = importlib.util.spec_from_file_location("significance", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    significance_markdown = module.significance_markdown
+    rows = [
+        {"dataset": "d", "method": m, "seeds": [0, 1, 2], "test_best": b, "test_last": b[::-1]}
+        for m, b in (("ce", [1.0, 2.0, 3.0]), ("kd", [2.0, 3.1, 4.2]))
+    ]
+    text = significance_markdown({"rows": rows}, "tiny")
+    assert "## Test top-1, best-on-val epoch" in text and "## Test top-1, last epoch" in text
+    assert "| d | kd | +1.10 [" in text and ": better |" in text
 
 
 def test_one_seed_has_no_interval_and_unpaired_seeds_use_welch():

@@ -507,13 +507,16 @@ def _convergence_lines(convergence: dict[str, Any]) -> list[str]:
 
 def format_difference(c: dict[str, Any]) -> str:
     if math.isnan(c["low"]):
-        return f"{c['mean']:+.2f} (1 seed: no interval)"
+        why = "no spread over seeds" if c["n"] > 1 else "1 seed"
+        return f"{c['mean']:+.2f} ({why}: no interval)"
     p = "–" if math.isnan(c["p_value"]) else f"{c['p_value']:.3f}"
     return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}], p {p}: {c['verdict']}"
 
 
-def comparison_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
-    """Differences against ce and ls, one row per method."""
+def comparison_markdown(
+    comparisons: list[dict[str, Any]], measured: str = "best-on-val epoch"
+) -> list[str]:
+    """Differences against ce and ls, one row per method; ``measured`` names the epoch."""
     if not comparisons:
         return []
     table: dict[tuple[str, str], dict[str, str]] = {}
@@ -523,9 +526,10 @@ def comparison_markdown(comparisons: list[dict[str, Any]]) -> list[str]:
         "",
         "## Differences against ce and ls",
         "",
-        "Test top-1 (best-on-val epoch), method − reference in points: mean, 95% confidence "
+        f"Test top-1 ({measured}), method − reference in points: mean, 95% confidence "
         "interval (paired by seed: every method of a seed shares its split and data order) and "
-        "Welch's two-sided p. *better*/*worse* only when the interval excludes 0, else *tie*.",
+        "Welch's two-sided p (unpaired, so it can exceed 0.05 where the paired interval "
+        "excludes 0). *better*/*worse* only when the interval excludes 0, else *tie*.",
         "",
         "| dataset | method | vs ce | vs ls |",
         "|---|---|---|---|",

@@ -117,6 +117,8 @@ def difference(method: dict[int, float], reference: dict[int, float]) -> Differe
     _, df, p_value = welch(a, b)
     if len(shared) >= 2:
         d = [method[s] - reference[s] for s in shared]
+        if statistics.stdev(d) == 0:  # equal differences on every seed: no spread to judge by
+            return Difference(statistics.fmean(d), math.nan, math.nan, p_value, len(d), True)
         half = t_quantile(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
         centre = statistics.fmean(d)
         return Difference(centre, centre - half, centre + half, p_value, len(d), True)
