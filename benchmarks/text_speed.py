@@ -61,9 +61,7 @@ def engine_epoch(data: PreparedData, tmp: str, seed: int) -> tuple[float, list]:
     trainer = _trainer(Distiller(student, None, build_objective("ce", {})), data, tmp)
     state = trainer.data_generator.get_state()
     transform = data.batch_transform(AugmentConfig())
-    batches = [
-        (transform(b.inputs, train=True), b.labels) for b in _loader(trainer, data, BATCH)
-    ]
+    batches = [(transform(b.inputs, train=True), b.labels) for b in _loader(trainer, data, BATCH)]
     trainer.data_generator.set_state(state)  # the engine sees the very same batches
     loader = _loader(trainer, data, BATCH)
     with Clock() as clock:

@@ -1,7 +1,7 @@
 """Your CNN on your tensors: ReffAKD soft labels and loss inside a plain PyTorch loop.
 
-    python examples/own_loop.py            # 10 epochs on 5,000 synthetic images
-    python examples/own_loop.py --tiny     # a few seconds
+python examples/own_loop.py            # 10 epochs on 5,000 synthetic images
+python examples/own_loop.py --tiny     # a few seconds
 """
 
 import sys
@@ -17,9 +17,14 @@ images, labels = bar_images(500 if tiny else 5000)
 test_images, test_labels = bar_images(200, seed=1)
 torch.manual_seed(0)
 model = nn.Sequential(  # your model
-    nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(4),
-    nn.Flatten(), nn.Linear(32 * 16, 10),
+    nn.Conv2d(1, 16, 3, padding=1),
+    nn.ReLU(),
+    nn.MaxPool2d(2),
+    nn.Conv2d(16, 32, 3, padding=1),
+    nn.ReLU(),
+    nn.AdaptiveMaxPool2d(4),
+    nn.Flatten(),
+    nn.Linear(32 * 16, 10),
 )
 
 soft_labels = reffakd.AESL.fit((images, labels), num_classes=10, epochs=2)
