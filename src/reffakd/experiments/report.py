@@ -34,14 +34,14 @@ from reffakd.aesl.heatmap import heatmap_figure
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import (
+from reffakd.experiments.cost import human
+from reffakd.experiments.tables import (
     diverged_runs,
     format_difference,
     format_mean_std,
     format_ratio,
     warned_runs,
 )
-from reffakd.experiments.cost import human
 from reffakd.files import atomic_write_text, figure_png, pyplot
 
 REPORT_NAME = "report.html"
