@@ -439,11 +439,14 @@ def write_results(results: dict[str, Any], root: Path, suite: Suite) -> None:
     plot_accuracy_vs_cost(results["rows"], root / "accuracy_vs_cost.png")
     plot_budget(results["rows"], root / "budget.png")
     paths = BenchPaths(root)
-    curves = {}
-    for row in results["rows"]:
-        if row["seeds"]:
-            run = paths.run(row["dataset"], row["method"], row["seeds"][0])
-            curves[f"{row['dataset']} {row['method']}"] = run / "metrics.jsonl"
+    curves = {
+        f"{row['dataset']} {row['method']}": [
+            paths.run(row["dataset"], row["method"], seed) / "metrics.jsonl"
+            for seed in row["seeds"]
+        ]
+        for row in results["rows"]
+        if row["seeds"]
+    }
     plot_method_curves(curves, root / "curves.png")
     for dataset in suite.datasets:
         heatmap = paths.aesl(dataset, suite.seeds[0]) / "soft_labels.png"
