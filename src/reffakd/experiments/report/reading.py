@@ -9,11 +9,7 @@ from typing import Any
 from reffakd.errors import UserError
 
 REPORT_NAME = "report.html"
-
-
 COMMAND_FILE = "command.txt"
-
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -111,6 +107,7 @@ BENCH_KEYS = (
 
 
 def bench_rows(directory: Path) -> list[dict[str, Any]]:
+    """The rows of ``results.json``, each checked for the keys the bench page reads."""
     results = read_json(directory / "results.json")
     rows = results.get("rows")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
