@@ -14,7 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from reffakd.experiments.bench import comparison_markdown, comparisons
+from reffakd.experiments.bench import comparisons
+from reffakd.experiments.tables import comparison_markdown
 
 
 def significance_markdown(results: dict, name: str) -> str:

@@ -8,15 +8,9 @@ import yaml
 
 from reffakd.cli import main
 from reffakd.errors import UserError
-from reffakd.experiments.bench import (
-    _add_ratios,
-    format_mean_std,
-    load_suite,
-    mean_std,
-    packaged_suites,
-    run_suite,
-)
+from reffakd.experiments.bench import _add_ratios, load_suite, packaged_suites, run_suite
 from reffakd.experiments.report import write_report
+from reffakd.experiments.tables import format_mean_std, mean_std
 
 
 def test_mean_and_sample_std():

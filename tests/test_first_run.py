@@ -19,9 +19,9 @@ from conftest import train_args
 from reffakd.cli import TRAIN_FLAGS, _resolve, build_parser, main
 from reffakd.config import DataConfig, SoftLabelConfig, TrainConfig
 from reffakd.data.prepare import prepare_data
-from reffakd.experiments.bench import warned_runs
 from reffakd.experiments.demo import compare_line
 from reffakd.experiments.show import show
+from reffakd.experiments.tables import warned_runs
 from reffakd.files import atomic_write_text
 from reffakd.training import engine
 from reffakd.training.checks import constant_guess, uniform_soft_labels

@@ -8,10 +8,10 @@ from typing import Any
 
 from reffakd.config import load_yaml
 from reffakd.errors import UserError
-from reffakd.experiments.bench import format_mean_std, warned_runs
 from reffakd.experiments.cost import human
 from reffakd.experiments.listing import table
 from reffakd.experiments.report import RECONSTRUCTION_LABELS, REPORT_NAME, report_kind
+from reffakd.experiments.tables import format_mean_std, warned_runs
 from reffakd.training.rundir import COMMAND_FILE
 from reffakd.training.summary import format_percent
 
