@@ -113,6 +113,22 @@ def preset_signal(name: str) -> str | None:
     return resolve_method(name).signal
 
 
+def one_line_error(capsys: pytest.CaptureFixture[str], *patterns: str) -> str:
+    """The CLI's error, checked: exactly one ``reffakd: error:`` line (warning lines aside), no
+    traceback, holding every one of ``patterns``."""
+    err = capsys.readouterr().err
+    lines = [
+        line
+        for line in err.strip().splitlines()
+        if line.strip() and not line.startswith("reffakd: warning:")
+    ]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("reffakd: error:"), err
+    for pattern in patterns:
+        assert pattern in lines[0], lines[0]
+    return lines[0]
+
+
 def train_args(
     data: Path, out: Path, *extra: str, epochs: int = 1, batch_size: int = 128
 ) -> list[str]:

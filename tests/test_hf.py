@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import preset_signal
+from conftest import one_line_error, preset_signal
 from torch import nn
 
 from reffakd.aesl.autoencoder import make_soft_labels
@@ -79,13 +79,6 @@ def train_args(data: Path, out: Path, student: str, *extra: str) -> list[str]:
 
 def summary_of(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.startswith("reffakd: error")]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

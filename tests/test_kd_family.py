@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import preset_signal, source_context, train_args
+from conftest import one_line_error, preset_signal, source_context, train_args
 from torch import nn
 
 from reffakd.aesl.soft_labels import SoftLabels
@@ -71,16 +71,6 @@ def assert_finite_summary(out: Path) -> dict:
     for record in ("best", "last"):
         assert math.isfinite(summary[record]["val_top1"]), summary
     return summary
-
-
-def assert_one_line_error(capsys, *patterns: str) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("reffakd: error:")
-    for pattern in patterns:
-        assert pattern in lines[0], lines[0]
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- the teacher network
@@ -217,7 +207,7 @@ def test_mismatched_teacher_is_a_one_line_cli_error(
     bad = edited_run(teacher_run, tmp_path / "bad", name=dataset)
     args = train_args(tiny_data, tmp_path / "out", "--method", "kd", "--teacher", str(bad))
     assert main(args) == 2
-    assert_one_line_error(capsys, *patterns, dataset, "fashion-mnist")
+    one_line_error(capsys, *patterns, dataset, "fashion-mnist")
 
 
 def test_other_bad_teachers(tmp_path, teacher_run):

@@ -11,19 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import train_args
+from conftest import one_line_error, train_args
 
 import reffakd.cli as cli
 from reffakd.cli import main
 from reffakd.training.sinks import metrics_csv, scalar_tag
 
 CLI_SOURCE = Path(cli.__file__)
-
-
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and err.startswith("reffakd: error:"), err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import preset_signal
+from conftest import one_line_error, preset_signal
 
 from reffakd.aesl.similarity import soft_labels_from_similarity
 from reffakd.aesl.soft_labels import SoftLabels
@@ -110,14 +110,6 @@ def tokens(text_data, module_env) -> int:
 
 def summary_of(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("reffakd: error:")
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- prepared data
