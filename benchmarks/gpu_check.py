@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import reffakd
 from reffakd.config import ComputeConfig, OptimConfig
@@ -53,9 +51,9 @@ from reffakd.training import engine
 from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.precision import cpu_bf16_units
 from reffakd.training.rundir import RunDir
+from reffakd.training.syncs import SyncSentinel
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNCING = {"_local_scalar_dense", "nonzero", "is_nonzero", "masked_select"}
 
 
 # ----------------------------------------------------------------------------- data
@@ -149,28 +147,6 @@ def cuda_tests(quick: bool) -> dict[str, Any]:
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     lines = done.stdout.strip().splitlines()
     return {"returncode": done.returncode, "last_line": lines[-1] if lines else ""}
-
-
-class SyncSentinel(TorchDispatchMode):
-    """The ops that would make the host wait for a GPU (CPU runs: what would sync there)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[str] = []
-        self.paused = False
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-        name = func.overloadpacket.__name__
-        if name in SYNCING and not self.paused and not _optimizer_step(name, args):
-            self.found.append(name)
-        return func(*args, **(kwargs or {}))
-
-
-def _optimizer_step(name: str, args: Any) -> bool:
-    """An optimizer reading its step count: a CPU tensor whatever the device."""
-    if name != "_local_scalar_dense" or args[0].ndim != 0:
-        return False
-    return any("/torch/optim/" in frame.filename for frame in traceback.extract_stack())
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import struct
 from collections.abc import Iterator
@@ -111,6 +112,26 @@ def preset_signal(name: str) -> str | None:
     from reffakd.kd.methods import resolve_method
 
     return resolve_method(name).signal
+
+
+@pytest.fixture(scope="module")
+def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
+    """An AESL soft-label file made on the tiny Fashion-MNIST (1 autoencoder epoch)."""
+    from reffakd.cli import main
+
+    out = tmp_path_factory.mktemp("aesl") / "sl"
+    args = ["soft-labels", "--dataset", "fashion-mnist", "--data-dir", str(tiny_data)]
+    args += ["--out", str(out), "--epochs", "1", "-k", "5", "--no-progress"]
+    assert main(args) == 0
+    return out / "soft_labels.pt"
+
+
+def epoch_records(run: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` records without their timings, which differ between runs."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds"), record.pop("train_seconds")
+    return records
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], *patterns: str) -> str:

@@ -42,7 +42,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import dump, write_idx_labels, write_tiny_idx_dataset
+from conftest import dump, epoch_records, write_idx_labels, write_tiny_idx_dataset
 from PIL import Image
 from torch import nn
 
@@ -1408,9 +1408,7 @@ def test_resume_with_more_epochs_is_bit_identical_to_asking_for_them(inputs, cap
 
 
 def _final_state(run: Path) -> tuple[list[dict], dict[str, list]]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for record in records:
-        record.pop("seconds"), record.pop("train_seconds")
+    records = epoch_records(run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     summary = json.loads((run / "summary.json").read_text())
     return records, {k: v.tolist() for k, v in state.items()}, summary["epochs"]

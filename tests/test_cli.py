@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import epoch_records
 from conftest import train_args as shared_train_args
 from PIL import Image
 
@@ -151,9 +152,7 @@ def test_reffakd_without_file_trains_the_autoencoder_inside_the_run(tiny_data, t
 
 
 def _final_state(run: Path) -> tuple[list[dict], dict]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for record in records:
-        record.pop("seconds"), record.pop("train_seconds")
+    records = epoch_records(run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     return records, state
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import train_args
+from conftest import epoch_records, train_args
 
 from reffakd.cli import TRAIN_FLAGS, _resolve, build_parser, main
 from reffakd.config import DataConfig, SoftLabelConfig, TrainConfig
@@ -210,9 +210,7 @@ def test_epoch_line_names_the_metric():
 
 
 def _final(run: Path) -> tuple[list[dict], dict]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for record in records:
-        record.pop("seconds"), record.pop("train_seconds")
+    records = epoch_records(run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
     return records, {k: v.tolist() for k, v in state.items()}
 

@@ -45,15 +45,6 @@ def teacher_run(tiny_data, tmp_path_factory, module_env) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
-    out = tmp_path_factory.mktemp("aesl") / "sl"
-    args = ["soft-labels", "--dataset", "fashion-mnist", "--data-dir", str(tiny_data)]
-    args += ["--out", str(out), "--epochs", "1", "-k", "5", "--no-progress"]
-    assert main(args) == 0
-    return out / "soft_labels.pt"
-
-
 def augmented_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised, augmented (crop, flip, rotation) images and the un-augmented ones."""
     g = torch.Generator().manual_seed(seed)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import source_context, write_idx_images, write_idx_labels
+from conftest import epoch_records, source_context, write_idx_images, write_idx_labels
 
 from reffakd.cli import main
 from reffakd.errors import UserError
@@ -379,13 +379,7 @@ def test_interrupted_lwkd_run_resumes_bit_identically(tiny_data, tmp_path, light
     assert killed.returncode == -9, killed.stderr
     resumed = run_cli("train", "--resume", str(tmp_path / "cut"), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    records = [
-        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        for run in ("full", "cut")
-    ]
-    for record in records:
-        for entry in record:
-            entry.pop("seconds"), entry.pop("train_seconds")
+    records = [epoch_records(tmp_path / run) for run in ("full", "cut")]
     assert records[0] == records[1]
     states = [
         torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=True)

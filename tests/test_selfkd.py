@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import source_context, train_args
+from conftest import epoch_records, source_context, train_args
 
 from reffakd import PSKD
 from reffakd.aesl.soft_labels import SoftLabels
@@ -27,15 +27,6 @@ from reffakd.kd.objectives import build_objective
 from reffakd.kd.signal import StudentOutputs, TeacherSignal, build_source
 from reffakd.kd.task import Distiller
 from reffakd.training.task import ExtraSamples
-
-
-@pytest.fixture(scope="module")
-def soft_labels_file(tiny_data, tmp_path_factory, module_env) -> Path:
-    out = tmp_path_factory.mktemp("aesl") / "sl"
-    args = ["soft-labels", "--dataset", "fashion-mnist", "--data-dir", str(tiny_data)]
-    args += ["--out", str(out), "--epochs", "1", "-k", "5", "--no-progress"]
-    assert main(args) == 0
-    return out / "soft_labels.pt"
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -256,9 +247,7 @@ def test_pskd_run_records_its_source(tiny_data, tmp_path):
 
 
 def _final(run: Path) -> tuple[list[dict], dict, dict]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    for record in records:
-        record.pop("seconds"), record.pop("train_seconds")
+    records = epoch_records(run)
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
     return records, state["model"], state["extra"]
 

@@ -6,56 +6,17 @@ cheap, but they are the ones that sync on a GPU. The epoch-end check and metric 
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from conftest import train_args
 from test_text_runs import text_args, write_tiny_sst2
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from reffakd.cli import main
 from reffakd.training import engine
-
-SYNCING = {"_local_scalar_dense", "nonzero", "is_nonzero", "masked_select", "item"}
-INDEXING = {"index", "index_put", "index_put_", "_index_put_impl_"}
-
-
-class SyncSentinel(TorchDispatchMode):
-    """Records the ops that need the device's values on the host, with where they came from."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[str] = []
-        self.paused = False
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None):
-        name = func.overloadpacket.__name__
-        syncs = name in SYNCING or (name in INDEXING and _masks(args))
-        if syncs and not self.paused and not _step_counter(name, args):
-            self.found.append(f"{name} at {_caller()}")
-        return func(*args, **(kwargs or {}))
-
-
-def _masks(args: Any) -> bool:
-    indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else []
-    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
-
-
-def _step_counter(name: str, args: Any) -> bool:
-    """An optimizer reading its step count: a CPU tensor even for a GPU's parameters (torch's
-    default, not capturable or fused), so reading it never waits for the GPU."""
-    if name != "_local_scalar_dense" or args[0].ndim != 0:
-        return False
-    return any("/torch/optim/" in frame.filename for frame in traceback.extract_stack())
-
-
-def _caller() -> str:
-    frames = [f for f in traceback.extract_stack() if "/reffakd/" in f.filename]
-    return f"{frames[-1].filename.split('/reffakd/')[-1]}:{frames[-1].lineno}" if frames else "?"
+from reffakd.training.syncs import SyncSentinel
 
 
 @pytest.fixture

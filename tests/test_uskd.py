@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import source_context, tiny_image_splits, train_args
+from conftest import epoch_records, source_context, tiny_image_splits, train_args
 from torch import nn
 
 import reffakd
@@ -456,13 +456,7 @@ def test_resume_is_bit_identical_with_the_weak_head(tiny_data, tmp_path):
     assert heads[0].keys() == {"weight", "bias"}
     for key, value in heads[0].items():
         assert torch.equal(value, heads[1][key]), key
-    records = [
-        [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        for run in ("full", "cut")
-    ]
-    for record in records:
-        for entry in record:
-            entry.pop("seconds"), entry.pop("train_seconds")
+    records = [epoch_records(tmp_path / run) for run in ("full", "cut")]
     assert records[0] == records[1]
 
 

@@ -28,13 +28,8 @@ from reffakd.kd.signal import (
     TeacherSource,
     build_source,
 )
-
-
-def _all_reduce(tensor: Tensor) -> Tensor:
-    """Sum over the processes of a torchrun job (in place); a no-op without a process group."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(tensor)
-    return tensor
+from reffakd.kd.sources import smoothing_table
+from reffakd.training.distributed import all_reduce_sum, in_process_group
 
 
 def _one_hot_table(num_classes: int) -> Tensor:
@@ -140,10 +135,10 @@ class PSKD(torch.nn.Module):
     def sync(self) -> None:
         """Under torchrun each process saw its share of every batch: merge the rows each
         updated this epoch (one all-reduce), then start the next epoch's record."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if in_process_group():
             mask = self.updated.unsqueeze(1).to(self.store.dtype)
-            summed = _all_reduce(self.store * mask)
-            count = _all_reduce(mask.clone())
+            summed = all_reduce_sum(self.store * mask)
+            count = all_reduce_sum(mask.clone())
             merged = summed / count.clamp_min(1.0)
             self.store.copy_(torch.where(count > 0, merged, self.store))
             self.seen |= count.squeeze(1) > 0
@@ -244,7 +239,7 @@ class OLSSource(_PriorMixin, TeacherSource):
 
     @torch.no_grad()
     def end_epoch(self, epoch: int) -> None:
-        sums, counts = _all_reduce(self.sums), _all_reduce(self.counts)
+        sums, counts = all_reduce_sum(self.sums), all_reduce_sum(self.counts)
         rows = counts.unsqueeze(1)
         self.matrix.copy_(torch.where(rows > 0, sums / rows.clamp_min(1.0), self.matrix))
         self.sums.zero_()
@@ -270,8 +265,6 @@ def ols_source(
 ) -> OLSSource:
     """OLS: S starts as label smoothing with ``eps`` (``init=ls``), the identity (``onehot``) or
     AESL rows (``aesl``, ``reffakd+ols``), then follows the student's correct predictions."""
-    from reffakd.kd.sources import smoothing_table
-
     c = context.num_classes
     inner = _aesl_inner(context, init, soft_labels)
     initial = smoothing_table(c, eps) if init == "ls" else _one_hot_table(c)

@@ -240,11 +240,23 @@ def ddp_train_step(task: Any, device: torch.device, sync_bn: bool) -> nn.Module:
     return DistributedDataParallel(step, device_ids=device_ids)
 
 
+def in_process_group() -> bool:
+    """True inside an initialised torch.distributed process group (a torchrun job)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """``tensor`` summed over the processes, in place; unchanged without a process group."""
+    if in_process_group():
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
 def average_gradients(params: Iterable[nn.Parameter], count: int) -> None:
     """Gradients averaged over the ranks, weighted by each rank's ``count`` samples:
     g = Σ_r n_r g_r / Σ_r n_r. For networks outside DDP (e.g. a discriminator trained in a
     task's ``after_step``); nothing happens without a process group."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not in_process_group():
         return
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
