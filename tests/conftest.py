@@ -151,18 +151,24 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *patterns: str) -> str:
 
 
 def train_args(
-    data: Path, out: Path, *extra: str, epochs: int = 1, batch_size: int = 128
+    data: Path,
+    out: Path,
+    *extra: str,
+    epochs: int = 1,
+    batch_size: int = 128,
+    dataset: str = "fashion-mnist",
+    student: str = "lenet5",
 ) -> list[str]:
-    """CLI arguments of a short LeNet-5 run on the tiny Fashion-MNIST, on the CPU in fp32 (also
-    in subprocesses, where the fixtures' fp32 pinning of ``auto`` does not reach)."""
+    """CLI arguments of a short run (default: LeNet-5 on the tiny Fashion-MNIST), on the CPU in
+    fp32 (also in subprocesses, where the fixtures' fp32 pinning of ``auto`` does not reach)."""
     return [
         "train",
         "--dataset",
-        "fashion-mnist",
+        dataset,
         "--data-dir",
         str(data),
         "--student",
-        "lenet5",
+        student,
         "--out",
         str(out),
         "--epochs",

@@ -16,7 +16,7 @@ import torch
 import yaml
 from conftest import epoch_records, train_args
 
-from reffakd.cli import TRAIN_FLAGS, _resolve, build_parser, main
+from reffakd.cli import TRAIN_FLAGS, build_parser, main, resolve
 from reffakd.config import DataConfig, SoftLabelConfig, TrainConfig
 from reffakd.data.prepare import prepare_data
 from reffakd.experiments.demo import compare_line
@@ -27,11 +27,12 @@ from reffakd.training import engine
 from reffakd.training.checks import constant_guess, uniform_soft_labels
 from reffakd.training.recipe import scale_milestones
 from reffakd.training.sinks import epoch_line
+from reffakd.training.summary import RunSummary
 
 
 def resolved(cls: type, command: str, flags: dict | None = None) -> object:
     args = build_parser().parse_args(command.split())
-    return _resolve(cls, args, TRAIN_FLAGS if flags is None else flags)
+    return resolve(cls, args, TRAIN_FLAGS if flags is None else flags)
 
 
 # --------------------------------------------------------------------------- 1. the schedule
@@ -303,8 +304,8 @@ def test_show_names_the_text_autoencoder_metric(tmp_path):
 
 # --------------------------------------------------------------------------- 7. the demo
 def test_the_demo_compares_with_its_baseline():
-    ours = {"best": {"val_top1": 89.30, "test_top1": 88.73}}
-    theirs = {"best": {"val_top1": 89.10, "test_top1": 88.90}}
+    ours = RunSummary(best={"val_top1": 89.30, "test_top1": 88.73})
+    theirs = RunSummary(best={"val_top1": 89.10, "test_top1": 88.90})
     assert compare_line(ours, theirs) == (
         "ReffAKD vs ce baseline (best epochs): val 89.30% vs 89.10% (+0.20 points), "
         "test 88.73% vs 88.90% (-0.17 points)"

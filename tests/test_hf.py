@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import one_line_error, preset_signal
+from conftest import train_args as shared_train_args
 from torch import nn
 
 from reffakd.aesl.autoencoder import make_soft_labels
@@ -70,11 +71,10 @@ def text_data(tmp_path_factory) -> Path:
 
 
 def train_args(data: Path, out: Path, student: str, *extra: str) -> list[str]:
-    return [
-        "train", "--dataset", "sst2", "--data-dir", str(data), "--student", student,
-        "--out", str(out), "--epochs", "1", "--batch-size", "16", "--lr", "5e-5",
-        "--no-progress", "--set", "optim.name=adamw", "--set", "optim.milestones=[1]", *extra,
-    ]  # fmt: skip
+    adamw = ("--lr", "5e-5", "--set", "optim.name=adamw")
+    return shared_train_args(
+        data, out, *adamw, *extra, batch_size=16, dataset="sst2", student=student
+    )
 
 
 def summary_of(out: Path) -> dict:

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import epoch_records, source_context, write_idx_images, write_idx_labels
+from conftest import train_args as shared_train_args
 
 from reffakd.cli import main
 from reffakd.errors import UserError
@@ -81,12 +82,8 @@ def write_fake_mnist(root: Path) -> Path:
 
 
 def train_args(data: Path, out: Path, *extra: str) -> list[str]:
-    args = ["train", "--dataset", "fashion-mnist", "--data-dir", str(data), "--student"]
-    args += ["lenet5", "--out", str(out), "--epochs", "1", "--batch-size", "128"]
-    args += ["--no-progress", "--set", "optim.milestones=[1]"]
-    for item in TINY_TEACHER:
-        args += ["--set", item]
-    return [*args, *extra]
+    teacher = [arg for item in TINY_TEACHER for arg in ("--set", item)]
+    return shared_train_args(data, out, *teacher, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,9 @@ def test_a_user_module_trains_on_user_data(tmp_path) -> None:
     before = student.net[1].weight.detach().clone()
     data = {"train": (images, labels), "test": (images[:20], labels[:20])}
     summary = train_student(config(), tmp_path / "run", student=student, data=data)
-    assert summary["student"] == "<user module TinyNet>" and summary["dataset"] == "user data"
-    assert summary["split_sizes"] == {"train": 72, "val": 8, "test": 20}
-    assert summary["best"]["test_top1"] == 100.0  # the bands are easy
+    assert summary.student == "<user module TinyNet>" and summary.dataset == "user data"
+    assert summary.split_sizes == {"train": 72, "val": 8, "test": 20}
+    assert summary.best["test_top1"] == 100.0  # the bands are easy
     assert not torch.equal(student.net[1].weight, before)  # trained in place
     recorded = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert recorded["student"] == "<user module TinyNet>"
@@ -75,9 +75,9 @@ def test_reffakd_with_a_user_module_makes_its_soft_labels_inline(tmp_path) -> No
     cfg.ae.optim = OptimConfig(epochs=1, batch_size=40, milestones=[1])
     cfg.ae.samples_per_class = 4
     summary = train_student(cfg, tmp_path / "run", student=TinyNet(), data=(images, labels))
-    assert summary["soft_labels"]["dataset"] == "user data"
+    assert summary.soft_labels["dataset"] == "user data"
     assert (tmp_path / "run" / "ae" / "soft_labels.pt").exists()
-    assert set(summary["best"]) >= {"train_ce", "train_kd"}
+    assert set(summary.best) >= {"train_ce", "train_kd"}
 
 
 def test_resuming_a_user_module_run(tmp_path, capsys) -> None:
@@ -101,7 +101,7 @@ def test_resuming_a_user_module_run(tmp_path, capsys) -> None:
     summary = train_student(
         config(epochs=2), out, resume=True, student=TinyNet(), data=(images, labels)
     )
-    assert summary["epochs"] == 2
+    assert summary.epochs == 2
     assert (out / "metrics.jsonl").read_text().startswith(first)
 
 

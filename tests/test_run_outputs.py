@@ -104,7 +104,7 @@ def test_a_failed_report_is_a_warning_not_a_failed_run(tiny_data, tmp_path, monk
     def broken(directory: Path) -> Path:
         raise OSError("disk full")
 
-    monkeypatch.setattr(cli, "write_report", broken)
+    monkeypatch.setattr(cli.commands, "write_report", broken)
     out = tmp_path / "run"
     assert main(train_args(tiny_data, out, "--method", "ce", epochs=1, batch_size=100)) == 0
     captured = capsys.readouterr()
@@ -216,8 +216,8 @@ def test_shell_completion_when_argcomplete_is_installed(monkeypatch) -> None:
     fake = type(sys)("argcomplete")
     fake.autocomplete = lambda parser: seen.append(parser.prog)
     monkeypatch.setitem(sys.modules, "argcomplete", fake)
-    cli._enable_completion(cli.build_parser())
+    cli.enable_completion(cli.build_parser())
     assert seen == ["reffakd"]
     monkeypatch.setitem(sys.modules, "argcomplete", None)  # not installed: nothing happens
-    cli._enable_completion(cli.build_parser())
+    cli.enable_completion(cli.build_parser())
     assert seen == ["reffakd"]

@@ -4,7 +4,8 @@ Python API (the CLI is a thin layer over it)::
 
     from reffakd import TrainConfig, train_student
     config = TrainConfig(method="reffakd", student="lenet5")
-    summary = train_student(config, "runs/my-run")
+    summary = train_student(config, "runs/my-run")       # a RunSummary (summary.json)
+    print(summary.best["test_top1"], summary.last["test_top1"])
 
 In your own training loop::
 
@@ -31,6 +32,8 @@ _EXPORTS = {
     "make_soft_labels": "reffakd.aesl.autoencoder",
     "prepare_data": "reffakd.data.prepare",
     "train_student": "reffakd.distill.train",
+    "RunSummary": "reffakd.training.summary",
+    "read_summary": "reffakd.training.summary",
     "build_model": "reffakd.models",
     "AESL": "reffakd.aesl.fit",
     "ReffAKDLoss": "reffakd.aesl.loss",

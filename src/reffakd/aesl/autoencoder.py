@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +46,10 @@ from reffakd.runtime import resolve_device, seed_everything
 from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.checks import uniform_soft_labels
 from reffakd.training.cost import PhaseMeter, cost_summary, phase_cost
-from reffakd.training.engine import Trainer
-from reffakd.training.plots import plot_curves
-from reffakd.training.rundir import (
-    RunDir,
-    check_recorded_config,
-    check_resumable,
-    open_run,
-    write_record,
-)
+from reffakd.training.job import FitSpec, Fitted, check_recorded_config, run_job
+from reffakd.training.rundir import RunDir, check_resumable, open_run, write_record
 from reffakd.training.sinks import epoch_sinks, require_tensorboard
-from reffakd.training.summary import write_summary
+from reffakd.training.summary import RunSummary, write_summary
 from reffakd.training.task import Task
 
 KIND = "soft-label"
@@ -151,7 +144,7 @@ def make_soft_labels(
     out = Path(out)
     run_dir = RunDir(out)
     finished = (out / "soft_labels.pt").exists() and run_dir.is_complete()
-    if resume and finished and check_recorded_config(run_dir, SoftLabelConfig, config, KIND):
+    if resume and check_recorded_config(run_dir, SoftLabelConfig, config, KIND) and finished:
         return SoftLabels.load(out / "soft_labels.pt")
     if config.embedder:
         return _embedder_soft_labels(config, out, resume=resume, data=data, command=command)
@@ -160,14 +153,16 @@ def make_soft_labels(
     data = data or prepare_data(config.data)
     splits = data.splits
     require_two_per_class(splits.train.labels, list(splits.class_names))
-    device = resolve_device(config.device)
-    setup = _autoencoder(config, data)
-    run_dir = open_run(out, resume and run_dir.holds_run(), KIND)
-    try:
-        compute = compute or ComputeConfig(precision="fp32")
-        return _make_soft_labels_locked(config, run_dir, data, device, setup, command, compute)
-    finally:
-        run_dir.unlock()
+    job = AutoencoderJob(
+        config,
+        data,
+        resolve_device(config.device),
+        _autoencoder(config, data),
+        command,
+        compute or ComputeConfig(precision="fp32"),
+    )
+    run_job(job, out, resume=resume and run_dir.holds_run())
+    return job.labels
 
 
 def _record(
@@ -178,12 +173,12 @@ def _record(
     model: nn.Module | None = None,
 ) -> None:
     """Check what a resume continues from (the data, ``model``'s checkpoint), then record the
-    run (config, data fingerprint, command line) before any work."""
+    run (config, data fingerprint, command line) before any work. The config a resume
+    continues with was checked before the folder was locked."""
     fingerprint = data.fingerprint()
-    recorded = check_recorded_config(run_dir, SoftLabelConfig, config, KIND)
     check_resumable(run_dir, fingerprint, model)
     data.save_inputs(run_dir.path)
-    write_record(run_dir, config, fingerprint, command, write_config=not recorded)
+    write_record(run_dir, config, fingerprint, command, write_config=not run_dir.config.exists())
 
 
 def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> AutoencoderSetup:
@@ -192,98 +187,114 @@ def _autoencoder(config: SoftLabelConfig, data: PreparedData) -> AutoencoderSetu
     return AUTOENCODERS[data.spec.modality](data, config.augment)
 
 
-def _make_soft_labels_locked(
-    config: SoftLabelConfig,
-    run_dir: RunDir,
-    data: PreparedData,
-    device: torch.device,
-    setup: AutoencoderSetup,
-    command: str | None,
-    compute: ComputeConfig,
-) -> SoftLabels:
-    ae, metric = setup.model, setup.metric
-    _record(run_dir, config, data, command, ae)
-    trainer = Trainer(
-        Reconstruction(ae, metric),
-        data.splits,
-        setup.transform,
-        config.optim,
-        run_dir,
-        seed=config.seed,
-        device=device,
-        progress=config.progress,
-        desc="autoencoder",
-        sinks=epoch_sinks(run_dir.path, config.tensorboard),
-        compute=dataclasses.replace(compute, compile=False, sync_bn=False),
-    )
-    if run_dir.last_checkpoint.exists():
-        trainer.resume()
-    with PhaseMeter("autoencoder_training", device) as train_meter:
-        result = trainer.fit()
-    best = load_checkpoint(run_dir.best_checkpoint)
-    ae.load_state_dict(best["model"])
-    with PhaseMeter("soft_label_computation", device) as label_meter:
-        labels = _aesl_from_autoencoder(config, ae, data, setup.transform, device)
-    phases = [
-        phase_cost(
-            "autoencoder_training",
-            {setup.name: ae},
-            setup.example,
-            config.optim.epochs * len(data.splits.train),
-            {**train_meter.result, "seconds": result.summary["seconds_total"]},
-            trained=[setup.name],
-        ),
-        phase_cost(
-            "soft_label_computation",
-            {f"{setup.name}_encoder": ae.encoder_network},
-            setup.example,
-            labels.meta["samples_embedded"],
-            label_meter.result,
-            trained=[],
-        ),
-    ]
-    labels.meta.update(
-        ae_model=setup.name,
-        ae_epochs=config.optim.epochs,
-        ae_best_epoch=result.summary["best_epoch"],
-        reconstruction_metric=metric,
-        **{
-            f"reconstruction_{metric}_val": result.summary["best"].get(f"val_{metric}"),
-            f"reconstruction_{metric}_last": result.summary["last"].get(f"val_{metric}"),
-        },
-        ae_train_seconds=result.summary["seconds_total"],
-        soft_label_seconds=label_meter.result["seconds"],
-        cost={"phases": phases},
-    )
-    curves = [f"{split}_{metric}" for split in ("train", "val", "test")]
-    plot_curves(result.history, run_dir.path / "curves.png", curves)
-    _write_labels(run_dir, labels, data, "AESL", phases, result.summary, command)
-    return labels
+@dataclass
+class AutoencoderJob:
+    """The autoencoder trained on reconstruction, then AESL from its best checkpoint (the
+    :class:`~reffakd.training.job.RunJob` parts)."""
+
+    config: SoftLabelConfig
+    data: PreparedData
+    device: torch.device
+    setup: AutoencoderSetup
+    command: str | None
+    compute: ComputeConfig
+    kind: str = KIND
+    labels: SoftLabels = field(init=False)
+
+    def prepare(self, run_dir: RunDir) -> None:
+        pass
+
+    def record(self, run_dir: RunDir) -> None:
+        _record(run_dir, self.config, self.data, self.command, self.setup.model)
+
+    def fit_spec(self, run_dir: RunDir) -> FitSpec:
+        config, setup = self.config, self.setup
+        return FitSpec(
+            Reconstruction(setup.model, setup.metric),
+            self.data.splits,
+            setup.transform,
+            config.optim,
+            seed=config.seed,
+            device=self.device,
+            desc="autoencoder",
+            phase="autoencoder_training",
+            curves=[f"{split}_{setup.metric}" for split in ("train", "val", "test")],
+            compute=dataclasses.replace(self.compute, compile=False, sync_bn=False),
+            progress=config.progress,
+            sinks=epoch_sinks(run_dir.path, config.tensorboard),
+        )
+
+    def finish(self, run_dir: RunDir, fitted: Fitted) -> RunSummary:
+        config, setup, data = self.config, self.setup, self.data
+        ae = setup.model
+        ae.load_state_dict(load_checkpoint(run_dir.best_checkpoint)["model"])
+        with PhaseMeter("soft_label_computation", self.device) as label_meter:
+            labels = _aesl_from_autoencoder(config, ae, data, setup.transform, self.device)
+        phases = [
+            phase_cost(
+                "autoencoder_training",
+                {setup.name: ae},
+                setup.example,
+                config.optim.epochs * len(data.splits.train),
+                fitted.meter,
+                trained=[setup.name],
+            ),
+            phase_cost(
+                "soft_label_computation",
+                {f"{setup.name}_encoder": ae.encoder_network},
+                setup.example,
+                labels.meta["samples_embedded"],
+                label_meter.result,
+                trained=[],
+            ),
+        ]
+        labels.meta.update(
+            **_training_meta(fitted.training, setup, config.optim.epochs),
+            soft_label_seconds=label_meter.result["seconds"],
+            cost={"phases": phases},
+        )
+        self.labels = labels
+        _save_labels(run_dir, labels, data, "AESL")
+        return _labels_summary(fitted.training, labels, data, phases, self.command)
 
 
-def _write_labels(
-    run_dir: RunDir,
-    labels: SoftLabels,
-    data: PreparedData,
-    title: str,
-    phases: list[dict[str, Any]],
-    training: dict[str, Any],
-    command: str | None,
-) -> None:
-    """The run's soft-label file, heatmap and summary (``training``: the trainer's summary)."""
+def _training_meta(training: RunSummary, setup: AutoencoderSetup, epochs: int) -> dict[str, Any]:
+    """What the soft labels record of the autoencoder they came from."""
+    metric = setup.metric
+    return {
+        "ae_model": setup.name,
+        "ae_epochs": epochs,
+        "ae_best_epoch": training.best_epoch,
+        "reconstruction_metric": metric,
+        f"reconstruction_{metric}_val": training.best.get(f"val_{metric}"),
+        f"reconstruction_{metric}_last": training.last.get(f"val_{metric}"),
+        "ae_train_seconds": training.seconds_total,
+    }
+
+
+def _save_labels(run_dir: RunDir, labels: SoftLabels, data: PreparedData, title: str) -> None:
+    """The run's soft-label file and heatmap."""
     labels.save(run_dir.path / "soft_labels.pt")
     save_heatmap(labels, run_dir.path / "soft_labels.png", f"{title}, {data.spec.name}")
-    summary = {
-        **training,
-        "soft_labels": labels.meta,
-        "inputs": data.describe(),
-        "cost": cost_summary(phases, []),
-    }
-    if command:
-        summary["command"] = command
+
+
+def _labels_summary(
+    training: RunSummary,
+    labels: SoftLabels,
+    data: PreparedData,
+    phases: list[dict[str, Any]],
+    command: str | None,
+) -> RunSummary:
+    """A soft-label run's summary (``training``: the autoencoder's, empty for an embedder)."""
     warning = uniform_soft_labels(labels.meta.get("entropy_bits"), labels.num_classes)
-    summary["warnings"] = [warning] if warning else []  # a training run prints its own
-    write_summary(run_dir, summary)
+    return dataclasses.replace(
+        training,
+        soft_labels=labels.meta,
+        inputs=data.describe(),
+        cost=cost_summary(phases, []),
+        command=command or None,
+        warnings=[warning] if warning else [],  # a training run prints its own
+    )
 
 
 def _embedder_soft_labels(
@@ -329,7 +340,8 @@ def _embedder_soft_labels(
             soft_label_seconds=meter.result["seconds"],
             cost={"phases": [phase]},
         )
-        _write_labels(run_dir, labels, data, "AESL (embedder)", [phase], {}, command)
+        _save_labels(run_dir, labels, data, "AESL (embedder)")
+        write_summary(run_dir, _labels_summary(RunSummary(), labels, data, [phase], command))
         return labels
     finally:
         run_dir.unlock()

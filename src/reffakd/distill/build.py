@@ -3,6 +3,7 @@ written, so a refused run leaves its folder as it found it."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def build_run(
     ``data`` and ``student`` replace the named dataset and model when given; ``dist`` is the
     process's place in a torchrun job (default: a single process)."""
     dist = dist or DistContext()
+    config = copy.deepcopy(config)  # the run's own copy, completed below; the caller's stays
     absolute_paths(config.source)
     config.student = canonical_model_name(config.student)
     method = validate_names(config, check_dataset=data is None, check_student=student is None)

@@ -17,6 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +36,14 @@ from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything
 from reffakd.training.checkpoint import load_checkpoint
 from reffakd.training.checks import constant_guess, print_warnings, uniform_soft_labels
-from reffakd.training.cost import PhaseMeter, cost_summary, input_flops, phase_cost
+from reffakd.training.cost import cost_summary, input_flops, phase_cost
 from reffakd.training.distributed import DistContext, process_group, rank_seed
-from reffakd.training.engine import Trainer
-from reffakd.training.plots import plot_curves
+from reffakd.training.job import FitSpec, Fitted, refuse_changes, run_job
 from reffakd.training.precision import AUTO, cpu_bf16_units
-from reffakd.training.rundir import (
-    RunDir,
-    check_resumable,
-    config_changes,
-    describe_changes,
-    open_run,
-    write_record,
-)
-from reffakd.training.runs import load_run_config, read_summary
+from reffakd.training.rundir import RunDir, check_resumable, write_record
+from reffakd.training.runs import load_run_config
 from reffakd.training.sinks import epoch_sinks
-from reffakd.training.summary import write_summary
+from reffakd.training.summary import RunSummary, read_summary
 
 EPOCHS = "optim.epochs"
 
@@ -63,7 +56,7 @@ def train_student(
     student: nn.Module | None = None,
     data: Any = None,
     command: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Train ``config.student`` with ``config.method`` on ``config.data``; returns the summary.
 
     ``student``: your own ``nn.Module`` instead of a named model; it trains in place and the run
@@ -88,13 +81,8 @@ def train_student(
             if summary is not None:
                 return summary
         prepared = _user_data(config, data) if data is not None else None
-        locked = dist.main_first(lambda: open_run(out, resume, "training"), others=False)
-        run_dir = locked or RunDir(out)
-        try:
-            run = build_run(config, out, prepared, student, dist)
-            return _train_locked(run, run_dir, resume, command, dist)
-        finally:
-            run_dir.unlock()
+        job = StudentJob(config, out, prepared, student, dist, resume, command)
+        return run_job(job, out, resume=resume, dist=dist)
 
 
 @contextlib.contextmanager
@@ -107,7 +95,7 @@ def _quiet_unless(speaking: bool) -> Iterator[None]:
         yield
 
 
-def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
+def check_resume(config: TrainConfig, out: Path) -> RunSummary | None:
     """Refuse to resume ``out`` with another config; the summary when it is already done."""
     recorded = load_run_config(out)
     if config.compute.precision == AUTO:  # the run keeps the precision it was resolved to
@@ -116,16 +104,16 @@ def check_resume(config: TrainConfig, out: Path) -> dict[str, Any] | None:
             precision=recorded.compute.precision,
             channels_last=recorded.compute.channels_last,
         )
-    changes = config_changes(recorded, config)
-    changes.pop(EPOCHS, None)
-    if changes:
-        raise UserError(
-            f"{out} holds a training run made with other options ({describe_changes(changes)});"
-            " resume it with its own options, or start a new run with another --out."
-        )
+    refuse_changes(
+        recorded,
+        config,
+        f"{out} holds a training run made with other options ({{changes}}); resume it with its"
+        " own options, or start a new run with another --out.",
+        may_change=(EPOCHS,),
+    )
     summary = read_summary(out)
     wanted = config.optim.epochs
-    if summary is not None and summary.get("epochs") == wanted:
+    if summary is not None and summary.epochs == wanted:
         return summary
     if wanted != recorded.optim.epochs:
         trained = trained_epochs(RunDir(out))
@@ -189,53 +177,84 @@ def _check_resumable(run_dir: RunDir, config: TrainConfig, data_given: bool) -> 
     )
 
 
-def _write_record(run_dir: RunDir, run: StudentRun, resume: bool, command: str | None) -> None:
-    """Check what a resume continues from, then record the run, before any work."""
-    fingerprint = run.data.fingerprint()
-    if resume:
-        check_resumable(run_dir, fingerprint, run.student)
-    run.data.save_inputs(run_dir.path)  # a resumed run whose inputs changed is refused here
-    if resume:  # a finished run extended to more epochs is unfinished again
-        run_dir.summary.unlink(missing_ok=True)
-    write_record(run_dir, run.config, fingerprint, command)
+@dataclass
+class StudentJob:
+    """A student trained with its method (the :class:`~reffakd.training.job.RunJob` parts)."""
+
+    config: TrainConfig
+    out: Path
+    data: PreparedData | None
+    student: nn.Module | None
+    dist: DistContext
+    resume: bool
+    command: str | None
+    kind: str = "training"
+    run: StudentRun = field(init=False)
+    signal: SignalRecord = field(init=False, default_factory=SignalRecord)
+    signal_seconds: float = field(init=False, default=0.0)
+    forwards: dict[str, dict[str, Any]] = field(init=False, default_factory=dict)
+
+    def prepare(self, run_dir: RunDir) -> None:
+        self.run = build_run(self.config, self.out, self.data, self.student, self.dist)
+
+    def record(self, run_dir: RunDir) -> None:
+        run = self.run
+        fingerprint = run.data.fingerprint()
+        if self.resume:
+            check_resumable(run_dir, fingerprint, run.student)
+        run.data.save_inputs(run_dir.path)  # a resumed run whose inputs changed is refused here
+        if self.resume:  # a finished run extended to more epochs is unfinished again
+            run_dir.summary.unlink(missing_ok=True)
+        write_record(run_dir, run.config, fingerprint, self.command)
+
+    def fit_spec(self, run_dir: RunDir) -> FitSpec:
+        run, config, dist = self.run, self.run.config, self.dist
+        if run.source is not None:
+            started = time.perf_counter()
+            dist.main_first(run.source.setup)
+            self.signal_seconds = round(time.perf_counter() - started, 3)
+            self.signal = run.source.record()
+        task = Distiller(run.student, run.source, run.objective)
+        self.forwards = _eager_flops(run)  # before the Trainer compiles the networks
+        seed_everything(rank_seed(config.seed, dist.rank))
+        return FitSpec(
+            task,
+            run.data.splits,
+            run.transform,
+            config.optim,
+            seed=config.seed,
+            device=run.device,
+            desc=f"{config.method} {config.student}",
+            phase="student_training",
+            curves=["train_top1", "val_top1", "test_top1"],
+            compute=config.compute,
+            progress=config.progress,
+            sinks=epoch_sinks(run_dir.path, config.tensorboard) if dist.is_main else [],
+        )
+
+    def finish(self, run_dir: RunDir, fitted: Fitted) -> RunSummary:
+        run, dist = self.run, self.dist
+        summary = dataclasses.replace(
+            fitted.training,
+            **_described(run, dist),
+            phases={"teacher_signal_seconds": self.signal_seconds},
+            cost=cost_summary(self.signal.phases, [_student_phase(run, fitted, self.forwards)]),
+            command=self.command or None,
+        )
+        if self.signal.key == "soft_labels":
+            summary.soft_labels = self.signal.info
+        elif self.signal.key is not None:
+            summary.records[self.signal.key] = self.signal.info
+        summary.warnings = _warnings(summary, run.data)
+        if dist.is_main:
+            print_warnings(summary.warnings)
+        return summary
 
 
-def _train_locked(
-    run: StudentRun, run_dir: RunDir, resume: bool, command: str | None, dist: DistContext
-) -> dict[str, Any]:
+def _described(run: StudentRun, dist: DistContext) -> dict[str, Any]:
+    """What trained on what, how and where: the student run's fields of the summary."""
     config, data = run.config, run.data
-    dist.main_first(lambda: _write_record(run_dir, run, resume, command), others=False)
-    record = SignalRecord()
-    signal_seconds = 0.0
-    if run.source is not None:
-        started = time.perf_counter()
-        dist.main_first(run.source.setup)
-        signal_seconds = round(time.perf_counter() - started, 3)
-        record = run.source.record()
-    task = Distiller(run.student, run.source, run.objective)
-    forwards = _eager_flops(run)  # before the Trainer compiles the networks
-    seed_everything(rank_seed(config.seed, dist.rank))
-    trainer = Trainer(
-        task,
-        data.splits,
-        run.transform,
-        config.optim,
-        run_dir,
-        seed=config.seed,
-        device=run.device,
-        progress=config.progress,
-        desc=f"{config.method} {config.student}",
-        sinks=epoch_sinks(run_dir.path, config.tensorboard) if dist.is_main else [],
-        compute=config.compute,
-        dist=dist,
-    )
-    if resume and run_dir.last_checkpoint.exists():
-        trainer.resume()
-    with PhaseMeter("student_training", run.device) as meter:
-        result = trainer.fit()
-    student_phase = _student_phase(run, meter.result, result.summary, forwards)
-    summary = {
-        **result.summary,
+    return {
         "method": run.method.__dict__,
         "student": config.student,
         "student_parameters": sum(p.numel() for p in run.student.parameters()),
@@ -253,32 +272,18 @@ def _train_locked(
             "batch_size": config.optim.batch_size,
             "batch_size_per_process": config.optim.batch_size // dist.world_size,
         },
-        "phases": {"teacher_signal_seconds": signal_seconds},
-        "cost": cost_summary(record.phases, [student_phase]),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "reffakd_version": __version__,
     }
-    if record.key is not None:
-        summary[record.key] = record.info
-    if command:
-        summary["command"] = command
-    summary["warnings"] = _warnings(summary, data)
-    if dist.is_main:
-        print_warnings(summary["warnings"])
-        plot_curves(
-            result.history, run_dir.path / "curves.png", ["train_top1", "val_top1", "test_top1"]
-        )
-        write_summary(run_dir, summary)
-    return summary
 
 
-def _warnings(summary: dict[str, Any], data: PreparedData) -> list[str]:
+def _warnings(summary: RunSummary, data: PreparedData) -> list[str]:
     """What the finished run's numbers do not say by themselves (see training.checks)."""
     names = data.splits.class_names
     found = [
-        uniform_soft_labels((summary.get("soft_labels") or {}).get("entropy_bits"), len(names)),
-        constant_guess(summary.get("best") or {}, data.splits, names),
+        uniform_soft_labels(summary.record("soft_labels").get("entropy_bits"), len(names)),
+        constant_guess(summary.best, data.splits, names),
     ]
     return [warning for warning in found if warning]
 
@@ -312,10 +317,7 @@ def _eager_flops(run: StudentRun) -> dict[str, dict[str, Any]]:
 
 
 def _student_phase(
-    run: StudentRun,
-    meter: dict[str, Any],
-    summary: dict[str, Any],
-    forwards: dict[str, dict[str, Any]],
+    run: StudentRun, fitted: Fitted, forwards: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """Student training, with the frozen networks the source runs on every batch and the
     student's passes that self-distillation adds (DLB's repeated half is more trained samples;
@@ -334,7 +336,7 @@ def _student_phase(
         networks,
         inputs,
         samples,
-        {**meter, "seconds": summary["seconds_total"]},
+        fitted.meter,
         trained=["student"],
         forwards=forwards,
     )

@@ -49,6 +49,7 @@ from reffakd.files import atomic_write_text, refused_writes, write_json
 from reffakd.kd.methods import PRESETS, resolve_method
 from reffakd.lwkd.teacher import TEACHER_DIR
 from reffakd.training.rundir import RunDir, record_command
+from reffakd.training.summary import RunSummary, read_summary
 
 
 @dataclass
@@ -312,12 +313,6 @@ def _suite_yaml(suite: Suite) -> str:
 # ---------------------------------------------------------------------------- results
 
 
-def signal_cost(summary: dict[str, Any]) -> dict[str, Any]:
-    """Teacher-signal cost of a run: FLOPs, seconds and peak memory of the phases that make it."""
-    cost = summary.get("cost", {}).get("teacher_signal")
-    return dict(cost) if cost else {"flops": 0.0, "seconds": 0.0, "peak_mb": 0.0}
-
-
 def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
     rows = []
     for dataset in suite.datasets:
@@ -325,10 +320,10 @@ def collect_results(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
             runs, diverged, warned = [], [], []
             for seed in suite.seeds:
                 run = paths.run(dataset, method, seed)
-                if (run / "summary.json").exists():
-                    summary = json.loads((run / "summary.json").read_text())
-                    runs.append((seed, summary, signal_cost(summary)))
-                    warned += [{"seed": seed, "warning": w} for w in summary.get("warnings", [])]
+                summary = read_summary(run)
+                if summary is not None:
+                    runs.append((seed, summary))
+                    warned += [{"seed": seed, "warning": w} for w in summary.warnings]
                 elif (run / DIVERGED).exists():
                     error = json.loads((run / DIVERGED).read_text())["error"]
                     diverged.append({"seed": seed, "error": error})
@@ -387,9 +382,10 @@ def convergence(suite: Suite, paths: BenchPaths) -> dict[str, Any]:
     return out
 
 
-def _row(dataset: str, method: str, runs: list[tuple[int, dict, dict]]) -> dict[str, Any]:
+def _row(dataset: str, method: str, runs: list[tuple[int, RunSummary]]) -> dict[str, Any]:
     def values(which: str, split: str) -> list[float]:
-        return [s[which][f"{split}_top1"] for _, s, _ in runs if f"{split}_top1" in s[which]]
+        records = [getattr(summary, which) for _, summary in runs]
+        return [record[f"{split}_top1"] for record in records if f"{split}_top1" in record]
 
     row: dict[str, Any] = {"dataset": dataset, "method": method, "seeds": [r[0] for r in runs]}
     for which in ("best", "last"):
@@ -399,12 +395,13 @@ def _row(dataset: str, method: str, runs: list[tuple[int, dict, dict]]) -> dict[
             row[f"{split}_{which}"] = vals
             row[f"{split}_{which}_mean"], row[f"{split}_{which}_std"] = mean, std
     for key in ("flops", "seconds", "peak_mb"):
-        row[f"signal_{key}"] = statistics.fmean([c.get(key, 0.0) for *_, c in runs]) if runs else 0
+        costs = [summary.signal_cost.get(key, 0.0) for _, summary in runs]
+        row[f"signal_{key}"] = statistics.fmean(costs) if runs else 0
     row["student_seconds"] = (
-        statistics.fmean([s.get("seconds_total", 0.0) for _, s, _ in runs]) if runs else 0.0
+        statistics.fmean([s.seconds_total or 0.0 for _, s in runs]) if runs else 0.0
     )
     for key, field_name in (("total_flops", "total_flops"), ("total_seconds", "seconds")):
-        totals = [s.get("cost", {}).get("total", {}).get(field_name) or 0.0 for _, s, _ in runs]
+        totals = [s.cost.get("total", {}).get(field_name) or 0.0 for _, s in runs]
         row[key] = statistics.fmean(totals) if runs else 0.0
     return row
 

@@ -7,13 +7,12 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 from reffakd.config import DataConfig, OptimConfig, SoftLabelConfig, TrainConfig
 from reffakd.data.prepare import prepare_data
 from reffakd.distill.train import train_student
 from reffakd.errors import DataError, UserError
-from reffakd.training.summary import summary_line
+from reffakd.training.summary import RunSummary, summary_line
 
 HOW_TO_PROVIDE = (
     "provide Fashion-MNIST with --data-dir DIR or REFFAKD_DATA=DIR (a folder holding "
@@ -63,27 +62,27 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     command = getattr(args, "command_line", None)
     summary = train_student(config, out, command=command)
-    phases = summary["phases"]
+    phases = summary.phases or {}
     print(
         f"phase 1, autoencoder + soft labels: {phases.get('teacher_signal_seconds', 0):.1f}s "
         f"({out / 'ae'})"
     )
-    print(f"phase 2, ReffAKD LeNet-5 student: {summary['seconds_total']:.1f}s")
+    print(f"phase 2, ReffAKD LeNet-5 student: {summary.seconds_total:.1f}s")
     print(summary_line(summary))
     baseline_config = dataclasses.replace(config, method="ce")
     baseline = train_student(baseline_config, out / BASELINE_DIR, command=command)
-    print(f"phase 3, cross-entropy LeNet-5 baseline: {baseline['seconds_total']:.1f}s")
+    print(f"phase 3, cross-entropy LeNet-5 baseline: {baseline.seconds_total:.1f}s")
     print(summary_line(baseline))
     print(compare_line(summary, baseline))
     print(f"total {time.perf_counter() - started:.1f}s | run directory: {out}")
     return 0
 
 
-def compare_line(reffakd: dict[str, Any], baseline: dict[str, Any]) -> str:
+def compare_line(reffakd: RunSummary, baseline: RunSummary) -> str:
     """ReffAKD minus the ce baseline, in points, at each run's best-on-validation epoch."""
     parts = []
     for split in ("val", "test"):
-        ours, theirs = reffakd["best"].get(f"{split}_top1"), baseline["best"].get(f"{split}_top1")
+        ours, theirs = reffakd.best.get(f"{split}_top1"), baseline.best.get(f"{split}_top1")
         if isinstance(ours, int | float) and isinstance(theirs, int | float):
             parts.append(f"{split} {ours:.2f}% vs {theirs:.2f}% ({ours - theirs:+.2f} points)")
     return "ReffAKD vs ce baseline (best epochs): " + ", ".join(parts)

@@ -13,7 +13,7 @@ from reffakd.experiments.listing import table
 from reffakd.experiments.report import RECONSTRUCTION_LABELS, REPORT_NAME, report_kind
 from reffakd.experiments.tables import format_mean_std, warned_runs
 from reffakd.training.rundir import COMMAND_FILE
-from reffakd.training.summary import format_percent
+from reffakd.training.summary import RunSummary, format_percent
 
 
 def show(directory: Path) -> str:
@@ -52,8 +52,8 @@ def _options(options: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in (options or {}).items())
 
 
-def _signal(summary: dict[str, Any]) -> str:
-    cost = (summary.get("cost") or {}).get("teacher_signal") or {}
+def _signal(summary: RunSummary) -> str:
+    cost = summary.cost.get("teacher_signal") or {}
     if not cost.get("flops") and not cost.get("seconds"):
         return "none (labels only)"
     peak = f", peak {cost['peak_mb']:,.0f} MB" if cost.get("peak_mb") else ""
@@ -61,19 +61,18 @@ def _signal(summary: dict[str, Any]) -> str:
 
 
 def _training(directory: Path) -> tuple[Facts, str]:
-    summary = _read(directory / "summary.json")
-    method = summary.get("method") or {}
+    summary = RunSummary.from_json(_read(directory / "summary.json"))
+    method = summary.method or {}
     options = [_options(method.get("source_options")), _options(method.get("loss_options"))]
-    params = summary.get("student_parameters")
-    student = str(summary.get("student", "?"))
+    params = summary.student_parameters
+    student = summary.student or "?"
     if isinstance(params, int):
         student += f" ({params:,} params)"
-    sizes = " / ".join(f"{k} {v:,}" for k, v in (summary.get("split_sizes") or {}).items())
+    sizes = " / ".join(f"{k} {v:,}" for k, v in (summary.split_sizes or {}).items())
     epochs = (
-        f"{summary.get('epochs')} (best {summary.get('best_epoch')}, "
-        f"on {summary.get('selection_metric', 'val_top1')})"
+        f"{summary.epochs} (best {summary.best_epoch}, on {summary.selection_metric or 'val_top1'})"
     )
-    seconds = summary.get("seconds_total") or 0.0
+    seconds = summary.seconds_total or 0.0
     facts = [
         ("run", f"{directory} (training, finished)"),
         (
@@ -83,19 +82,21 @@ def _training(directory: Path) -> tuple[Facts, str]:
         ),
         ("options", "; ".join(o for o in options if o)),
         ("student", student),
-        ("dataset", f"{summary.get('dataset', '?')} ({sizes})"),
+        ("dataset", f"{summary.dataset or '?'} ({sizes})"),
         ("epochs", epochs),
         ("signal", _signal(summary)),
-        ("time", f"{seconds:,.1f} s training, device {summary.get('device', '?')}"),
+        ("time", f"{seconds:,.1f} s training, device {summary.device or '?'}"),
         ("compute", _precision(summary)),
         *_warnings(summary),
     ]
     rows = []
-    for which, epoch_key in (("best", "best_epoch"), ("last", "epochs")):
-        record = summary.get(which) or {}
+    for which, record, epoch in (
+        ("best", summary.best, summary.best_epoch),
+        ("last", summary.last, summary.epochs),
+    ):
         rows.append(
             [
-                f"{which} ({summary.get(epoch_key, '?')})",
+                f"{which} ({'?' if epoch is None else epoch})",
                 format_percent(record.get("val_top1")),
                 format_percent(record.get("test_top1")),
             ]
@@ -103,22 +104,22 @@ def _training(directory: Path) -> tuple[Facts, str]:
     return facts, table(["epoch", "val top-1", "test top-1"], rows)
 
 
-def _precision(summary: dict[str, Any]) -> str:
+def _precision(summary: RunSummary) -> str:
     """``bf16, channels-last (CPU bf16 units: avx512_bf16)``; runs from before it was recorded
     trained in fp32 unless their config says otherwise."""
-    text = str(summary.get("precision", "fp32 (not recorded)"))
-    if summary.get("channels_last"):
+    text = summary.precision or "fp32 (not recorded)"
+    if summary.channels_last:
         text += ", channels-last"
-    if "cpu_bf16_units" in summary:
-        text += f" (CPU bf16 units: {summary['cpu_bf16_units']})"
+    if summary.cpu_bf16_units is not None:
+        text += f" (CPU bf16 units: {summary.cpu_bf16_units})"
     return text
 
 
 def _soft_labels(directory: Path) -> tuple[Facts, str]:
-    summary = _read(directory / "summary.json")
-    meta = summary.get("soft_labels") or {}
+    summary = RunSummary.from_json(_read(directory / "summary.json"))
+    meta = summary.soft_labels or {}
     classes = len(meta.get("class_names") or [])
-    best = summary.get("best") or {}
+    best = summary.best
     table_text = (
         f"{classes}x{classes}, boost {meta.get('boost')}, temperature "
         f"{meta.get('temperature')}, mean row entropy {meta.get('entropy_bits')} bits"
@@ -135,11 +136,11 @@ def _soft_labels(directory: Path) -> tuple[Facts, str]:
     return facts, ""
 
 
-def _warnings(summary: dict[str, Any]) -> Facts:
-    return [("warning", text) for text in summary.get("warnings") or []]
+def _warnings(summary: RunSummary) -> Facts:
+    return [("warning", text) for text in summary.warnings]
 
 
-def _autoencoder(summary: dict[str, Any], meta: dict[str, Any], best: dict[str, Any]) -> str:
+def _autoencoder(summary: RunSummary, meta: dict[str, Any], best: dict[str, Any]) -> str:
     """The autoencoder's epochs and best validation error, in its own metric."""
     if meta.get("embedder"):
         return f"none: embeddings of {meta['embedder']}"
@@ -147,7 +148,7 @@ def _autoencoder(summary: dict[str, Any], meta: dict[str, Any], best: dict[str, 
     value = best.get(f"val_{metric}", best.get(f"train_{metric}"))
     name = RECONSTRUCTION_LABELS.get(metric, metric)
     error = f"val {name} {value:.4g}" if isinstance(value, int | float) else f"no {name} recorded"
-    return f"epochs {summary.get('epochs')} (best {summary.get('best_epoch')}), {error}"
+    return f"epochs {summary.epochs} (best {summary.best_epoch}), {error}"
 
 
 def _bench(directory: Path) -> tuple[Facts, str]:

@@ -36,6 +36,7 @@ from reffakd.distill.train import train_student
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text, write_json
 from reffakd.training.rundir import RunDir
+from reffakd.training.summary import RunSummary, read_summary
 
 AESL_KEYS = ("aesl.boost", "aesl.temperature")
 
@@ -94,10 +95,10 @@ def run_tune(
                 "trial": number,
                 "params": trial,
                 "run": str(run),
-                "val_best": summary["best"].get("val_top1"),
-                "best_epoch": summary["best_epoch"],
-                "test_at_val_best": summary["best"].get("test_top1"),
-                "val_last": summary["last"].get("val_top1"),
+                "val_best": summary.best.get("val_top1"),
+                "best_epoch": summary.best_epoch,
+                "test_at_val_best": summary.best.get("test_top1"),
+                "val_last": summary.last.get("val_top1"),
                 "test_max": _best_test_epoch(run),
             }
         )
@@ -157,10 +158,8 @@ def _derived_soft_labels(shared: SoftLabels, trial: dict[str, Any], run: Path) -
     return path
 
 
-def _summary_or_train(config: TrainConfig, run: Path) -> dict[str, Any]:
-    if (run / "summary.json").exists():
-        return json.loads((run / "summary.json").read_text())
-    return train_student(config, run, resume=RunDir(run).holds_run())
+def _summary_or_train(config: TrainConfig, run: Path) -> RunSummary:
+    return read_summary(run) or train_student(config, run, resume=RunDir(run).holds_run())
 
 
 def tune_markdown(record: dict[str, Any]) -> str:

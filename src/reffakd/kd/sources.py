@@ -31,10 +31,9 @@ from reffakd.training.runs import (
     load_run_config,
     load_weights,
     open_trained_run,
-    read_summary,
     run_folder,
 )
-from reffakd.training.summary import format_percent
+from reffakd.training.summary import format_percent, read_summary
 
 
 class ClassTableSource(TeacherSource):
@@ -180,8 +179,8 @@ def teacher_phases(run: str | None) -> list[dict[str, Any]]:
     """The cost phases of a teacher's own training run, renamed as teacher phases."""
     if not run:
         return []
-    summary = read_summary(run) or {}
-    phases = summary.get("cost", {}).get("phases", [])
+    summary = read_summary(run)
+    phases = summary.cost.get("phases", []) if summary else []
     renamed = []
     for phase in phases:
         name = "teacher_training" if phase["phase"] == "student_training" else phase["phase"]

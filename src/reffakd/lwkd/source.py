@@ -35,7 +35,7 @@ from reffakd.lwkd.teacher import (
     teacher_line,
     train_light_teacher,
 )
-from reffakd.training.runs import read_summary
+from reffakd.training.summary import read_summary
 
 POOL_ENTRIES = 2**24  # cap on P·C² stored log-probabilities (64 MiB of float32)
 # The synthesized images' shape when the student's inputs are not images (text): the light
@@ -100,7 +100,7 @@ class LWKDSource(TeacherSource):
 
     def record(self) -> SignalRecord:
         summary = read_summary(self.info["run"]) if self.info.get("run") else None
-        phases = (summary or {}).get("cost", {}).get("phases", [])
+        phases = summary.cost.get("phases", []) if summary else []
         return SignalRecord(
             "light_teacher",
             self.info,

@@ -10,7 +10,7 @@ seed, normalisation, schedule), the engine's checkpoints and metrics, and ``summ
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.data.augment import BatchTransform, channel_stats
+from reffakd.data.dataset import DataSplits
 from reffakd.errors import UserError
-from reffakd.files import atomic_write_text
 from reffakd.kd.objectives import CrossEntropy
 from reffakd.kd.task import Distiller
 from reffakd.lwkd.synth import (
@@ -35,10 +35,10 @@ from reffakd.lwkd.synth import (
 from reffakd.models import build_model
 from reffakd.runtime import capture_rng_state, restore_rng_state, seed_everything
 from reffakd.training.cost import PhaseMeter, phase_cost
-from reffakd.training.engine import Trainer
-from reffakd.training.rundir import RunDir
+from reffakd.training.job import FitSpec, Fitted, run_job
+from reffakd.training.rundir import RunDir, write_record
 from reffakd.training.runs import load_weights, open_trained_run
-from reffakd.training.summary import format_percent, write_summary
+from reffakd.training.summary import RunSummary, format_percent
 
 KIND = "lwkd-light-teacher"
 TEACHER_DIR = "light_teacher"
@@ -112,75 +112,96 @@ def train_light_teacher(
     if not (run_dir.is_complete() and run_dir.best_checkpoint.exists()):
         device = device or torch.device("cpu")
         rng = capture_rng_state(device)
-        run_dir.lock()
         try:
             compute = compute or ComputeConfig(precision="fp32")
-            _train_locked(run_dir, config, device, progress, data_dir, compute)
+            job = LightTeacherJob(config, device, progress, data_dir, compute)
+            run_job(job, out, resume=True)  # an interrupted training continues exactly
         finally:
-            run_dir.unlock()
             restore_rng_state(rng, device)
     teacher = load_light_teacher(out)
     _check_same(out, teacher.config, config)
     return teacher
 
 
-def _train_locked(
-    run_dir: RunDir,
-    config: LightTeacherConfig,
-    device: torch.device,
-    progress: bool,
-    data_dir: str | Path | None,
-    compute: ComputeConfig,
-) -> None:
-    if run_dir.config.exists():  # an interrupted training: continue it exactly
-        recorded = read_config(run_dir.path)
-        _check_same(run_dir.path, recorded, config)
-        config = recorded
-    with PhaseMeter("synthesis", device) as synthesis:
-        kind, mnist = resolve_digits(config.digits_used or config.digits, data_dir)
-        splits = synthesize(
-            config.num_classes,
-            config.shape,
-            sizes=SplitSizes.default(config.num_classes, config.per_class),
-            seed=config.seed,
-            digits=kind,
-            mnist=mnist,
+@dataclass
+class LightTeacherJob:
+    """The LeNet-5 trained on freshly synthesized digits (the
+    :class:`~reffakd.training.job.RunJob` parts). Synthesis is a cost phase of its own."""
+
+    config: LightTeacherConfig
+    device: torch.device
+    progress: bool
+    data_dir: str | Path | None
+    compute: ComputeConfig
+    kind: str = KIND
+    splits: DataSplits = field(init=False)
+    synthesis: dict[str, Any] = field(init=False, default_factory=dict)
+    model: nn.Module = field(init=False)
+
+    def prepare(self, run_dir: RunDir) -> None:
+        if run_dir.config.exists():  # an interrupted training: continue it exactly
+            recorded = read_config(run_dir.path)
+            _check_same(run_dir.path, recorded, self.config)
+            self.config = recorded
+        config = self.config
+        with PhaseMeter("synthesis", self.device) as synthesis:
+            kind, mnist = resolve_digits(config.digits_used or config.digits, self.data_dir)
+            self.splits = synthesize(
+                config.num_classes,
+                config.shape,
+                sizes=SplitSizes.default(config.num_classes, config.per_class),
+                seed=config.seed,
+                digits=kind,
+                mnist=mnist,
+            )
+        self.synthesis = synthesis.result
+        if not run_dir.config.exists():
+            config.digits_used = kind
+            config.mean, config.std = channel_stats(self.splits.train.images)
+
+    def record(self, run_dir: RunDir) -> None:
+        if not run_dir.config.exists():
+            write_record(run_dir, self.config, None, None)
+
+    def fit_spec(self, run_dir: RunDir) -> FitSpec:
+        config = self.config
+        seed_everything(config.seed)
+        self.model = build_model(
+            config.model, config.num_classes, config.in_channels, config.image_size
         )
-    if not run_dir.config.exists():
-        config.digits_used = kind
-        config.mean, config.std = channel_stats(splits.train.images)
-        atomic_write_text(run_dir.config, yaml.safe_dump(asdict(config), sort_keys=False))
-    seed_everything(config.seed)
-    model = build_model(config.model, config.num_classes, config.in_channels, config.image_size)
-    trainer = Trainer(
-        Distiller(model, None, CrossEntropy()),
-        splits,
-        config.transform(),
-        config.optim(),
-        run_dir,
-        seed=config.seed,
-        device=device,
-        progress=progress,
-        desc="light teacher",
-        compute=dataclasses.replace(compute, compile=False, sync_bn=False),
-    )
-    if run_dir.last_checkpoint.exists():
-        trainer.resume()
-    with PhaseMeter("teacher_training", device) as training:
-        result = trainer.fit()
-    phases = [
-        phase_cost("synthesis", {}, config.shape, 0, synthesis.result),
-        phase_cost(
-            "teacher_training",
-            {"light_teacher": model},
-            config.shape,
-            config.epochs * len(splits.train),
-            {**training.result, "seconds": result.summary["seconds_total"]},
-            trained=["light_teacher"],
-        ),
-    ]
-    summary = {**result.summary, "data_source": splits.source, "split_sizes": splits.sizes()}
-    write_summary(run_dir, {**summary, "cost": {"phases": phases}})
+        return FitSpec(
+            Distiller(self.model, None, CrossEntropy()),
+            self.splits,
+            config.transform(),
+            config.optim(),
+            seed=config.seed,
+            device=self.device,
+            desc="light teacher",
+            phase="teacher_training",
+            curves=["train_top1", "val_top1", "test_top1"],
+            compute=dataclasses.replace(self.compute, compile=False, sync_bn=False),
+            progress=self.progress,
+        )
+
+    def finish(self, run_dir: RunDir, fitted: Fitted) -> RunSummary:
+        config = self.config
+        phases = [
+            phase_cost("synthesis", {}, config.shape, 0, self.synthesis),
+            phase_cost(
+                "teacher_training",
+                {"light_teacher": self.model},
+                config.shape,
+                config.epochs * len(self.splits.train),
+                fitted.meter,
+                trained=["light_teacher"],
+            ),
+        ]
+        return dataclasses.replace(
+            fitted.training,
+            data_source=self.splits.source,
+            split_sizes=self.splits.sizes(),
+            cost={"phases": phases},
+        )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -224,15 +245,18 @@ def load_light_teacher(run: str | Path, checkpoint: str = "best") -> LightTeache
     model = build_model(config.model, config.num_classes, config.in_channels, config.image_size)
     load_weights(model, trained, f"a {config.model} light teacher", "retrain the light teacher.")
     model.eval().requires_grad_(False)
-    return LightTeacher(
-        model, config, _info(path, config, trained.summary or {}, checkpoint, model)
-    )
+    summary = trained.summary or RunSummary()
+    return LightTeacher(model, config, _info(path, config, summary, checkpoint, model))
 
 
 def _info(
-    path: Path, config: LightTeacherConfig, summary: dict, checkpoint: str, model: nn.Module
+    path: Path,
+    config: LightTeacherConfig,
+    summary: RunSummary,
+    checkpoint: str,
+    model: nn.Module,
 ) -> dict[str, Any]:
-    record = summary["best" if checkpoint == "best" else "last"]
+    record = summary.best if checkpoint == "best" else summary.last
     return {
         "kind": "lwkd light teacher",
         "run": str(path),
@@ -241,24 +265,17 @@ def _info(
         "dataset": f"synthesized digits ({config.digits_used})",
         "num_classes": config.num_classes,
         "input_shape": list(config.shape),
-        "epoch": summary["best_epoch"] if checkpoint == "best" else summary["epochs"],
-        "epochs": summary["epochs"],
+        "epoch": summary.best_epoch if checkpoint == "best" else summary.epochs,
+        "epochs": summary.epochs,
         "val_top1": record.get("val_top1"),
         "test_top1": record.get("test_top1"),
-        "train_seconds": summary.get("train_seconds_total"),
-        "seconds": summary.get("seconds_total"),
-        "synthesis_seconds": _phase_seconds(summary, "synthesis"),
-        "split_sizes": summary.get("split_sizes"),
+        "train_seconds": summary.train_seconds_total,
+        "seconds": summary.seconds_total,
+        "synthesis_seconds": summary.phase_seconds("synthesis"),
+        "split_sizes": summary.split_sizes,
         "parameters": sum(p.numel() for p in model.parameters()),
         "finished": True,
     }
-
-
-def _phase_seconds(summary: dict, phase: str) -> float | None:
-    for entry in summary.get("cost", {}).get("phases", []):
-        if entry.get("phase") == phase:
-            return entry.get("seconds")
-    return None
 
 
 def _check_same(path: Path, recorded: LightTeacherConfig, wanted: LightTeacherConfig) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from reffakd.config import dump_yaml, from_dict, load_yaml, to_dict
+from reffakd.config import dump_yaml, to_dict
 from reffakd.data.fingerprint import fingerprint_difference, read_fingerprint, write_fingerprint
 from reffakd.errors import UserError
 from reffakd.files import atomic_write_text, refused_writes, remove_orphan_temps
@@ -237,27 +237,6 @@ def open_run(out: Path, resume: bool, what: str) -> RunDir:
         )
     run_dir.lock()
     return run_dir
-
-
-def check_recorded_config(run_dir: RunDir, cls: type, config: Any, what: str) -> bool:
-    """False when ``run_dir`` records no config; True when it records ``config`` (up to
-    :data:`FREE_ON_RESUME`); else a UserError naming what differs."""
-    if not run_dir.config.exists():
-        return False
-    try:
-        existing = from_dict(cls, load_yaml(run_dir.config))
-    except UserError:
-        raise UserError(
-            f"{run_dir.path} holds a run of another kind, not a {what} run; choose another --out."
-        ) from None
-    changes = config_changes(existing, config)
-    if changes:
-        raise UserError(
-            f"{run_dir.path} holds a {what} run made with other options "
-            f"({describe_changes(changes)}); resume it with its own options (--resume "
-            "alone) or choose another --out."
-        )
-    return True
 
 
 def config_changes(recorded: Any, requested: Any) -> dict[str, tuple[Any, Any]]:

@@ -4,7 +4,6 @@ teacher, the Tf-KD self-teacher and LW-KD's light teacher."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from torch import nn
 from reffakd.config import TrainConfig, from_dict, load_yaml
 from reffakd.errors import UserError, first_line
 from reffakd.training.checkpoint import load_checkpoint
+from reffakd.training.summary import RunSummary, read_summary
 
 CHECKPOINTS = ("best", "last")
 SOFT_LABEL_KEYS = frozenset({"samples_per_class", "boost"})
@@ -26,7 +26,7 @@ class TrainedRun:
     path: Path
     checkpoint: Path
     state: dict[str, Any]
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
 
     @property
     def kind(self) -> str:
@@ -40,11 +40,11 @@ class TrainedRun:
     def record(self) -> tuple[dict[str, Any], int | None]:
         """The metrics and epoch of the loaded checkpoint (from summary.json when finished)."""
         if self.summary is not None and self.checkpoint.parent == self.path / "checkpoints":
-            try:
-                key = "best_epoch" if self.kind == "best" else "epochs"
-                return dict(self.summary[self.kind]), self.summary[key]
-            except (KeyError, TypeError):
-                pass
+            summary = self.summary
+            if self.kind == "best" and summary.best and summary.best_epoch is not None:
+                return dict(summary.best), summary.best_epoch
+            if self.kind == "last" and summary.last and summary.epochs is not None:
+                return dict(summary.last), summary.epochs
         if isinstance(self.state.get("record"), dict):
             return self.state["record"], self.state.get("epoch")
         history = self.state.get("history") or [{}]
@@ -133,15 +133,6 @@ def open_trained_run(run: str | Path, which: str = "best", what: str = "teacher"
     """The checkpoint ``which`` of ``run`` (a run directory or a ``.pt`` inside one)."""
     run_dir, checkpoint = locate_checkpoint(run, which, what)
     return TrainedRun(run_dir, checkpoint, load_checkpoint(checkpoint), read_summary(run_dir))
-
-
-def read_summary(run: str | Path) -> dict[str, Any] | None:
-    """A run's summary.json, or None while the run is unfinished (or the file unreadable)."""
-    path = Path(run) / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def load_weights(model: nn.Module, run: TrainedRun, expected: str, fix: str) -> None:

@@ -91,11 +91,9 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
-def warnings_html(summary: dict[str, Any]) -> str:
+def warnings_html(warnings: list[str]) -> str:
     """The run's recorded warnings (see reffakd.training.checks), above its results."""
-    return "".join(
-        f'<p class="warning">Warning: {esc(text)}</p>' for text in summary.get("warnings") or []
-    )
+    return "".join(f'<p class="warning">Warning: {esc(text)}</p>' for text in warnings)
 
 
 def figure_html(content: str, caption: str, css: str = "") -> str:

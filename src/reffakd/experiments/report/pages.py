@@ -35,6 +35,7 @@ from reffakd.experiments.report.reading import (
     read_json,
     read_metrics,
     read_png,
+    read_run_summary,
 )
 from reffakd.experiments.report.sections import (
     aesl_section,
@@ -51,39 +52,44 @@ from reffakd.experiments.tables import (
     format_ratio,
     warned_runs,
 )
+from reffakd.training.summary import RunSummary
 
 
 def training_page(directory: Path) -> tuple[str, str, list[Section]]:
-    summary = read_json(directory / "summary.json")
+    summary = read_run_summary(directory)
     records = read_metrics(directory / "metrics.jsonl")
-    method = summary.get("method") or {}
+    method = summary.method or {}
     name = method.get("name") or load_yaml(directory / "config.yaml").get("method", "?")
-    title = f"Training run: {name} · {summary.get('student', '?')} · {summary.get('dataset', '?')}"
-    subtitle = f"{directory} · seed {summary.get('seed', '–')}"
+    title = f"Training run: {name} · {summary.student or '?'} · {summary.dataset or '?'}"
+    subtitle = f"{directory} · seed {_or_dash(summary.seed)}"
     labels_path = directory / "soft_labels.pt"
     sections = [
         Section(
             "results",
             "Results",
-            warnings_html(summary) + _run_results(summary) + _run_facts(summary),
+            warnings_html(summary.warnings) + _run_results(summary) + _run_facts(summary),
         ),
         curves_section(directory, records),
     ]
     if labels_path.exists():
         labels = SoftLabels.load(labels_path)
-        sections.append(aesl_section(labels, None, f"AESL, {summary.get('dataset', '')}"))
+        sections.append(aesl_section(labels, None, f"AESL, {summary.dataset or ''}"))
     quoted = shlex.quote(str(directory))
     equivalent = f"reffakd train --config {quoted}/config.yaml --out {quoted}-rerun"
     sections += [
-        cost_section(summary.get("cost")),
+        cost_section(summary.cost),
         config_section(directory, "config.yaml"),
-        environment_section(summary, "summary.json"),
-        command_section(directory, summary, equivalent),
+        environment_section(summary.to_json(), "summary.json"),
+        command_section(directory, summary.command, equivalent),
     ]
     return title, subtitle, sections
 
 
-def _run_results(summary: dict[str, Any]) -> str:
+def _or_dash(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def _run_results(summary: RunSummary) -> str:
     header = [
         "epoch",
         "val top-1",
@@ -94,11 +100,13 @@ def _run_results(summary: dict[str, Any]) -> str:
         "test loss",
     ]
     rows = []
-    for which, epoch_key in (("best", "best_epoch"), ("last", "epochs")):
-        record = summary[which]
+    for which, record, epoch in (
+        ("best", summary.best, summary.best_epoch),
+        ("last", summary.last, summary.epochs),
+    ):
         rows.append(
             [
-                f"{which} ({summary.get(epoch_key, '–')})",
+                f"{which} ({_or_dash(epoch)})",
                 fmt_pct(record.get("val_top1")),
                 fmt_pct(record.get("val_top5")),
                 fmt_pct(record.get("test_top1")),
@@ -113,27 +121,25 @@ def _run_results(summary: dict[str, Any]) -> str:
     )
 
 
-def _run_facts(summary: dict[str, Any]) -> str:
-    method = summary.get("method") or {}
-    sizes = summary.get("split_sizes") or {}
-    params = fmt_count(summary.get("student_parameters"))
+def _run_facts(summary: RunSummary) -> str:
+    method = summary.method or {}
+    sizes = summary.split_sizes or {}
+    params = fmt_count(summary.student_parameters)
+    teacher, light_teacher = summary.record("teacher"), summary.record("light_teacher")
     return facts_list(
         [
-            ("student", f"{summary.get('student', '–')} ({params} params)"),
+            ("student", f"{summary.student or '–'} ({params} params)"),
             ("method", method.get("name")),
             (
                 "teacher-signal source",
                 _with_options(method.get("source"), method.get("source_options")),
             ),
             ("loss", _with_options(method.get("loss"), method.get("loss_options"))),
-            ("teacher", compact(summary["teacher"]) if summary.get("teacher") else None),
-            (
-                "light teacher",
-                compact(summary["light_teacher"]) if summary.get("light_teacher") else None,
-            ),
+            ("teacher", compact(teacher) if teacher else None),
+            ("light teacher", compact(light_teacher) if light_teacher else None),
             ("splits", ", ".join(f"{k} {fmt_count(v)}" for k, v in sizes.items()) or None),
-            ("epochs", summary.get("epochs")),
-            ("wall time", f"{fmt_seconds(summary.get('seconds_total'))} s"),
+            ("epochs", summary.epochs),
+            ("wall time", f"{fmt_seconds(summary.seconds_total)} s"),
         ]
     )
 
@@ -149,9 +155,9 @@ RECONSTRUCTION_LABELS = {"mse": "MSE", "token_ce": "token CE"}
 
 
 def soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
-    summary = read_json(directory / "summary.json")
+    summary = read_run_summary(directory)
     labels = SoftLabels.load(directory / "soft_labels.pt")
-    meta = {**(summary.get("soft_labels") or {}), **labels.meta}
+    meta = {**(summary.soft_labels or {}), **labels.meta}
     dataset = meta.get("dataset", "?")
     title = f"Soft-label run: AESL · {dataset}"
     subtitle = f"{directory} · seed {meta.get('seed', '–')}"
@@ -160,11 +166,14 @@ def soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
     header = ["epoch", *(f"{split} {label}" for split in ("train", "val", "test"))]
     rows = [
         [
-            f"{which} ({summary.get(epoch_key, '–')})",
-            *(epoch_value(summary[which].get(f"{s}_{metric}")) for s in ("train", "val", "test")),
+            f"{which} ({_or_dash(epoch)})",
+            *(epoch_value(record.get(f"{s}_{metric}")) for s in ("train", "val", "test")),
         ]
-        for which, epoch_key in (("best", "best_epoch"), ("last", "epochs"))
-        if which in summary
+        for which, record, epoch in (
+            ("best", summary.best, summary.best_epoch),
+            ("last", summary.last, summary.epochs),
+        )
+        if summary.epochs is not None
     ]
     results = html_table(header, rows) + note(
         f"Autoencoder reconstruction error; best = the epoch with the lowest validation {label}, "
@@ -174,15 +183,15 @@ def soft_label_page(directory: Path) -> tuple[str, str, list[Section]]:
         results = note(f"Embeddings of the pretrained encoder {meta['embedder']} (no training).")
     quoted = shlex.quote(str(directory))
     equivalent = f"reffakd soft-labels --config {quoted}/config.yaml --out {quoted}-rerun"
-    recorded = {"reffakd_version": meta.get("reffakd_version"), **summary}
+    recorded = {"reffakd_version": meta.get("reffakd_version"), **summary.to_json()}
     sections = [
-        Section("results", "Results", warnings_html(summary) + results),
+        Section("results", "Results", warnings_html(summary.warnings) + results),
         aesl_section(labels, None, f"AESL, {dataset}"),
         curves_section(directory, read_metrics(directory / "metrics.jsonl")),
-        cost_section(summary.get("cost")),
+        cost_section(summary.cost),
         config_section(directory, "config.yaml"),
         environment_section(recorded, "summary.json / soft_labels.pt"),
-        command_section(directory, summary, equivalent),
+        command_section(directory, summary.command, equivalent),
     ]
     return title, subtitle, sections
 
@@ -210,10 +219,10 @@ def bench_page(directory: Path) -> tuple[str, str, list[Section]]:
     sections.append(config_section(directory, "suite.yaml"))
     first = next((s for per in runs.values() for _, s, _ in per), None)
     where = "the bench's first run summary.json" if first else "this directory"
-    sections.append(environment_section(first or {}, where))
+    sections.append(environment_section(first.to_json() if first else {}, where))
     quoted = shlex.quote(str(directory))
     equivalent = f"reffakd bench {quoted}/suite.yaml --out {quoted}"
-    sections.append(command_section(directory, {}, equivalent))
+    sections.append(command_section(directory, None, equivalent))
     return title, subtitle, sections
 
 
@@ -268,7 +277,7 @@ def _bench_results(suite: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             if diverged
             else ""
         )
-        + warnings_html({"warnings": warned_runs(rows)})
+        + warnings_html(warned_runs(rows))
         + note(
             "Top-1 accuracy (%), mean ± sample std over seeds; best = the epoch with the best "
             "validation accuracy, last = the final epoch. Teacher-signal cost is what it takes to "
@@ -388,7 +397,7 @@ def _bench_cost_section(runs: dict[tuple[str, str], RunList], datasets: list[str
     for (dataset, method), per in runs.items():
         by_phase: dict[str, list[dict[str, Any]]] = {}
         for _, summary, _ in per:
-            for phase in (summary.get("cost") or {}).get("phases") or []:
+            for phase in summary.cost.get("phases") or []:
                 by_phase.setdefault(phase["phase"], []).append(phase)
         for phase, records in by_phase.items():
             rows.append(

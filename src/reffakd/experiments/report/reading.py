@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from reffakd.errors import UserError
+from reffakd.training.summary import RunSummary
 
 REPORT_NAME = "report.html"
 COMMAND_FILE = "command.txt"
@@ -61,6 +62,11 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UserError(f"{path} must hold a JSON object.")
     return value
+
+
+def read_run_summary(run: Path) -> RunSummary:
+    """``run/summary.json`` as a :class:`RunSummary`; a UserError when it is not valid JSON."""
+    return RunSummary.from_json(read_json(run / "summary.json"))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -122,7 +128,7 @@ def bench_rows(directory: Path) -> list[dict[str, Any]]:
     return rows
 
 
-RunList = list[tuple[int, dict[str, Any], list[dict[str, Any]]]]
+RunList = list[tuple[int, RunSummary, list[dict[str, Any]]]]
 
 
 def bench_runs(directory: Path, rows: list[dict[str, Any]]) -> dict[tuple[str, str], RunList]:
@@ -134,7 +140,7 @@ def bench_runs(directory: Path, rows: list[dict[str, Any]]) -> dict[tuple[str, s
             if (run / "summary.json").exists():
                 found = (
                     seed,
-                    read_json(run / "summary.json"),
+                    read_run_summary(run),
                     read_metrics(run / "metrics.jsonl"),
                 )
                 runs.setdefault((row["dataset"], row["method"]), []).append(found)

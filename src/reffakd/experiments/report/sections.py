@@ -171,8 +171,10 @@ def environment_section(recorded: dict[str, Any], where: str) -> Section:
     return Section("environment", "Environment", html_table(["what", "value", "source"], rows))
 
 
-def command_section(directory: Path, summary: dict[str, Any], equivalent: str) -> Section:
-    recorded = _recorded_command(directory, summary)
+def command_section(directory: Path, command: Any, equivalent: str) -> Section:
+    """The recorded command line (``command``: the summary's, a string or an older file's
+    list), else command.txt, else ``equivalent``."""
+    recorded = _recorded_command(directory, command)
     if recorded is not None:
         text, where = recorded
         body = pre_block(text) + note(f"As recorded in {where}.")
@@ -184,8 +186,7 @@ def command_section(directory: Path, summary: dict[str, Any], equivalent: str) -
     return Section("command", "Command", body)
 
 
-def _recorded_command(directory: Path, summary: dict[str, Any]) -> tuple[str, str] | None:
-    command = summary.get("command")
+def _recorded_command(directory: Path, command: Any) -> tuple[str, str] | None:
     if isinstance(command, str) and command.strip():
         return command, "summary.json"
     if isinstance(command, list) and command and all(isinstance(c, str) for c in command):
