@@ -42,7 +42,8 @@ import reffakd
 from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.data.dataset import DataSplits, ImageSplit
-from reffakd.data.text import TextBatchTransform, TextSplit
+from reffakd.data.text import TextSplit
+from reffakd.data.text_augment import TextBatchTransform
 from reffakd.kd.objectives import build_objective
 from reffakd.kd.sources import ClassTableSource, smoothing_table
 from reffakd.kd.task import Distiller

@@ -35,7 +35,8 @@ from reffakd.aesl import class_similarity
 from reffakd.config import AugmentConfig, DataConfig, OptimConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.loader import BatchLoader
-from reffakd.data.prepare import augment_policy, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared_images import augment_policy
 from reffakd.kd.objectives import build_objective
 from reffakd.kd.sources import ClassTableSource
 from reffakd.kd.task import Distiller

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from reffakd.aesl.autoencoder import AUTOENCODERS, Reconstruction
 from reffakd.config import AugmentConfig, DataConfig, OptimConfig
 from reffakd.data.loader import BatchLoader
-from reffakd.data.prepare import PreparedData, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared import PreparedData
 from reffakd.kd.objectives import build_objective
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model

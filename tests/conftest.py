@@ -16,7 +16,7 @@ from PIL import Image
 
 from reffakd.config import DataConfig
 from reffakd.data.dataset import DataSplits, ImageSplit
-from reffakd.data.prepare import PreparedImages
+from reffakd.data.prepared_images import PreparedImages
 from reffakd.data.spec import get_spec
 from reffakd.kd.signal import SourceContext
 

@@ -23,7 +23,8 @@ from reffakd.cli import main
 from reffakd.config import DataConfig, SoftLabelConfig
 from reffakd.data.hf_text import TOKENIZER_FILE, get_tokenizer
 from reffakd.data.loader import BatchLoader
-from reffakd.data.prepare import PreparedHFText, PreparedText, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared_text import PreparedHFText, PreparedText
 from reffakd.data.text import LabelledTexts, limit_train
 from reffakd.errors import UserError
 from reffakd.hub import import_transformers

@@ -15,32 +15,21 @@ import torch
 
 from reffakd.data import get_spec, paths
 from reffakd.data.dataset import stratified_split
-from reffakd.data.readers.text import (
-    AGNEWS_CLASSES,
-    TextFileOptions,
-    clean_agnews_text,
-    read_agnews,
-    read_mr,
-    read_sst2,
-    read_textfile,
-)
+from reffakd.data.readers.agnews import AGNEWS_CLASSES, clean_agnews_text, read_agnews
+from reffakd.data.readers.mr import read_mr
+from reffakd.data.readers.sst2 import read_sst2
+from reffakd.data.readers.textfile import TextFileOptions, read_textfile
 from reffakd.data.text import (
-    BOS,
-    EOS,
-    PAD,
-    SPECIALS,
-    UNK,
     LabelledTexts,
     RawTextDataset,
     TextSplit,
-    TokenDropout,
-    Vocab,
     default_max_len,
     encode_tokens,
     prepare_text_splits,
-    tokenize,
 )
+from reffakd.data.text_augment import TokenDropout
 from reffakd.data.text_catalog import load_text_dataset, text_dataset_names
+from reffakd.data.vocab import BOS, EOS, PAD, SPECIALS, UNK, Vocab, tokenize
 from reffakd.errors import DataError, UserError
 
 REAL_DATA = os.environ.get("REFFAKD_DATA")

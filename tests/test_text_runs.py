@@ -19,8 +19,11 @@ from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.config import AugmentConfig, DataConfig
 from reffakd.data.loader import BatchLoader
-from reffakd.data.prepare import PreparedText, prepare_data
-from reffakd.data.text import PAD, UNK, TextBatchTransform, TextSplit, Vocab
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared_text import PreparedText
+from reffakd.data.text import TextSplit
+from reffakd.data.text_augment import TextBatchTransform
+from reffakd.data.vocab import PAD, UNK, Vocab
 from reffakd.errors import UserError
 from reffakd.kd.methods import PRESETS
 from reffakd.models import build_model

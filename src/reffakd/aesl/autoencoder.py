@@ -39,7 +39,9 @@ from reffakd.aesl.soft_labels import SoftLabels, weights_hash
 from reffakd.config import AugmentConfig, ComputeConfig, SoftLabelConfig
 from reffakd.data.augment import BatchTransform
 from reffakd.data.loader import Transform
-from reffakd.data.prepare import PreparedData, augment_policy, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared import PreparedData
+from reffakd.data.prepared_images import augment_policy
 from reffakd.models import build_embedder, build_model, input_tokenizer
 from reffakd.models.cae import DOWNSAMPLE
 from reffakd.runtime import resolve_device, seed_everything

@@ -1,163 +1,31 @@
-"""Text classification data in memory: tokenizer, vocabulary, padded token splits.
+"""Text classification data in memory: raw texts and labels, padded token splits, and the
+encoding of one into the other.
 
 A reader returns a :class:`RawTextDataset` (strings and labels of the official train and test
 splits). :func:`prepare_text_splits` holds out validation from train (the same seeded,
-stratified rule as for images), builds the :class:`Vocab` on what is left of train, and encodes
-train, validation and test into :class:`TextSplit` s of padded int64 token ids.
-
-Tokenization (:func:`tokenize`) is word level and deterministic: NFC-normalise, lowercase, map the
-typographic apostrophe to ``'``, then split into words (runs of letters and digits of any
-script), the English clitics ``n't 's 're 've 'll 'd 'm`` as tokens of their own (Penn Treebank
-style, as SST is already tokenized: ``don't`` -> ``do n't``, ``can't`` -> ``ca n't``, ``it's`` ->
-``it 's``), and every other visible character as a one-character token (``"3.5!"`` ->
-``3 . 5 !``).
+stratified rule as for images), builds the :class:`~reffakd.data.vocab.Vocab` on what is left of
+train (tokenized by :func:`~reffakd.data.vocab.tokenize`), and encodes train, validation and
+test into :class:`TextSplit` s of padded int64 token ids.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
-import os
-import re
-import unicodedata
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from reffakd.data.dataset import SplitTrio, stratified_split
+from reffakd.data.vocab import BOS, EOS, PAD, Vocab, tokenize
 from reffakd.errors import DataError, UserError
-from reffakd.files import atomic_write_text
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
-VOCAB_FORMAT = "reffakd-vocab"
-VOCAB_VERSION = 1
-VOCAB_FILE = "vocab.json"  # the vocabulary's name in a run directory
 # default max_len: the 99th percentile of the training lengths, at most MAX_LEN_CAP tokens
 MAX_LEN_QUANTILE = 0.99
 MAX_LEN_CAP = 128
 GROUP_BATCHES = 50  # training batches sorted by length together (TextSplit.batch_order)
-
-_WORD_END = r"(?![^\W_])"
-_TOKEN = re.compile(
-    rf"n't{_WORD_END}"  # negation clitic, also when already split off ("does n't")
-    rf"|'(?:s|re|ve|ll|d|m){_WORD_END}"  # 's 're 've 'll 'd 'm
-    rf"|[^\W_]+?(?=n't{_WORD_END})"  # the word before n't: do|n't, ca|n't
-    r"|[^\W_]+"  # letters and digits of any script
-    r"|\S"  # anything else visible, one character at a time
-)
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercased word-level tokens of ``text`` (rules in the module docstring)."""
-    normal = unicodedata.normalize("NFC", text).lower().replace("\u2019", "'")
-    return _TOKEN.findall(normal)
-
-
-# ---------------------------------------------------------------------------------------------
-# Vocabulary
-
-
-class Vocab:
-    """Token <-> id map. Ids 0-3 are the specials ``<pad> <unk> <bos> <eos>``."""
-
-    def __init__(self, tokens: Sequence[str]) -> None:
-        tokens = list(tokens)
-        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
-            raise ValueError(f"a vocabulary starts with the specials {SPECIALS}")
-        self.itos = tokens
-        self.stoi = {token: i for i, token in enumerate(tokens)}
-        if len(self.stoi) != len(tokens):
-            raise ValueError("vocabulary tokens must be unique")
-
-    @classmethod
-    def build(
-        cls, token_lists: Iterable[Sequence[str]], min_freq: int = 1, max_size: int | None = None
-    ) -> Vocab:
-        """The specials, then tokens seen at least ``min_freq`` times, most frequent first.
-
-        Ties in frequency are broken alphabetically. ``max_size`` caps the whole vocabulary,
-        specials included (the rows of an embedding table); None means no cap.
-        """
-        if min_freq < 1:
-            raise UserError(f"min_freq must be >= 1, got {min_freq}")
-        if max_size is not None and max_size < len(SPECIALS):
-            raise UserError(f"max_size must be >= {len(SPECIALS)} (the specials), got {max_size}")
-        counts = Counter(token for tokens in token_lists for token in tokens)
-        for special in SPECIALS:
-            counts.pop(special, None)
-        ranked = sorted(
-            (t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t)
-        )
-        if max_size is not None:
-            ranked = ranked[: max_size - len(SPECIALS)]
-        return cls([*SPECIALS, *ranked])
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.itos == other.itos
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.itos))
-
-    def index(self, token: str) -> int:
-        """The id of ``token``; unknown tokens map to ``UNK``."""
-        return self.stoi.get(token, UNK)
-
-    def encode(self, tokens: Sequence[str]) -> list[int]:
-        return [self.stoi.get(token, UNK) for token in tokens]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        return [self.itos[i] for i in ids]
-
-    def fingerprint(self) -> str:
-        """sha256 (hex) of the token list as compact UTF-8 JSON: equal iff the ids mean the same."""
-        payload = json.dumps(self.itos, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the vocabulary as JSON (tokens in id order, and their fingerprint)."""
-        document = {
-            "format": VOCAB_FORMAT,
-            "version": VOCAB_VERSION,
-            "fingerprint": self.fingerprint(),
-            "tokens": self.itos,
-        }
-        atomic_write_text(Path(path), json.dumps(document, ensure_ascii=False, indent=0))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Vocab:
-        """Read a vocabulary written by :meth:`save`; a damaged file raises DataError."""
-        try:
-            document = json.loads(Path(path).read_text("utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise _bad_vocab(path, f"cannot be read ({' '.join(str(err).split())})") from err
-        if not isinstance(document, dict) or document.get("format") != VOCAB_FORMAT:
-            raise _bad_vocab(path, "is not a reffakd vocabulary file")
-        tokens = document.get("tokens")
-        if document.get("version") != VOCAB_VERSION:
-            raise _bad_vocab(path, f"has unsupported version {document.get('version')!r}")
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise _bad_vocab(path, "has no list of string tokens")
-        try:
-            vocab = cls(tokens)
-        except ValueError as err:
-            raise _bad_vocab(path, f"is inconsistent ({err})") from err
-        if vocab.fingerprint() != document.get("fingerprint"):
-            raise _bad_vocab(path, "does not match its recorded fingerprint (the file was altered)")
-        return vocab
-
-
-def _bad_vocab(path: object, problem: str) -> DataError:
-    return DataError(f"vocabulary file {path} {problem}; rebuild it from the training data.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,91 +337,3 @@ def prepare_text_splits(
         source=raw.source,
         extra=extra,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Augmentation
-
-
-class TokenDropout:
-    """Training-time token dropout: each non-special token becomes ``UNK`` with probability ``p``.
-
-    Same call signature as the image ``BatchTransform``: the identity (the same tensor) when not
-    training or ``p == 0``. Random numbers are drawn on the CPU from ``generator`` so that a seed
-    gives the same result on any device.
-    """
-
-    def __init__(
-        self, p: float = 0.0, unk_id: int = UNK, special_ids: Sequence[int] | None = None
-    ) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise UserError(f"token dropout must be in [0, 1], got {p}")
-        self.p = p
-        self.unk_id = unk_id
-        # None: the word-level specials, ids below len(SPECIALS); else the tokenizer's own
-        self.special_ids = None if special_ids is None else torch.tensor(list(special_ids))
-
-    @property
-    def augments(self) -> bool:
-        """Whether training batches are changed (evaluation ones never are)."""
-        return self.p > 0.0
-
-    def __call__(
-        self,
-        inputs: Tensor,
-        *,
-        train: bool = False,
-        generator: torch.Generator | None = None,
-        rows: slice | None = None,
-        total: int | None = None,
-    ) -> Tensor:
-        """``rows``/``total``: ``inputs`` are rows ``rows`` of a batch of ``total`` split over
-        processes; the draws are made for the whole batch and this share kept, so every process
-        drops the tokens a one-process run would."""
-        if not train or self.p == 0.0:
-            return inputs
-        shape = inputs.shape if total is None else (total, inputs.shape[1])
-        draw = torch.rand(shape, generator=generator) < self.p
-        if rows is not None:
-            draw = draw[rows]
-        drop = draw.to(inputs.device) & self._droppable(inputs)
-        return torch.where(drop, torch.full_like(inputs, self.unk_id), inputs)
-
-    def _droppable(self, inputs: Tensor) -> Tensor:
-        if self.special_ids is None:
-            return inputs >= len(SPECIALS)
-        return ~torch.isin(inputs, self.special_ids.to(inputs.device))
-
-
-class TextBatchTransform:
-    """The engine's transform for token ids: token dropout when training.
-
-    Batches come trimmed from the loader (:class:`reffakd.data.loader.BatchLoader` drops the pad
-    columns after the batch's longest row, from the CPU lengths); trimming here would read the
-    device once per batch.
-    """
-
-    def __init__(
-        self,
-        dropout: float = 0.0,
-        pad_id: int = PAD,
-        unk_id: int = UNK,
-        special_ids: Sequence[int] | None = None,
-    ) -> None:
-        self.dropout = TokenDropout(dropout, unk_id, special_ids)
-        self.pad_id = pad_id
-
-    @property
-    def augments(self) -> bool:
-        return self.dropout.augments
-
-    def __call__(
-        self,
-        inputs: Tensor,
-        *,
-        train: bool = False,
-        generator: torch.Generator | None = None,
-        rows: slice | None = None,
-        total: int | None = None,
-    ) -> Tensor:
-        return self.dropout(inputs, train=train, generator=generator, rows=rows, total=total)

@@ -26,19 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reffakd.data.locate import load_dataset
+from reffakd.data.readers.agnews import AGNEWS_CLASSES, read_agnews
 from reffakd.data.readers.archive import ARCHIVE_SUFFIXES, is_archive_file
-from reffakd.data.readers.text import (
-    AGNEWS_CLASSES,
-    MR_CLASSES,
-    SST2_CLASSES,
-    PathLike,
-    TextFileOptions,
-    find_textfiles,
-    read_agnews,
-    read_mr,
-    read_sst2,
-    read_textfile,
-)
+from reffakd.data.readers.common import PathLike
+from reffakd.data.readers.mr import MR_CLASSES, read_mr
+from reffakd.data.readers.sst2 import SST2_CLASSES, read_sst2
+from reffakd.data.readers.textfile import TextFileOptions, find_textfiles, read_textfile
 from reffakd.data.spec import DATASETS, DatasetSpec, Found, get_spec
 from reffakd.data.text import RawTextDataset
 from reffakd.errors import DataError, UserError

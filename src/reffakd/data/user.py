@@ -36,7 +36,7 @@ from reffakd.data.dataset import (
     hold_out_validation,
     require_every_class,
 )
-from reffakd.data.prepare import PreparedImages
+from reffakd.data.prepared_images import PreparedImages
 from reffakd.data.readers.image_modes import to_uint8
 from reffakd.data.spec import DatasetSpec
 from reffakd.errors import DataError, UserError, UserTypeError

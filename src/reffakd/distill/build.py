@@ -13,7 +13,8 @@ from torch import nn
 
 from reffakd.config import TrainConfig, ae_config_for
 from reffakd.data.loader import Splits, Transform
-from reffakd.data.prepare import PreparedData, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.data.user import USER_DATA
 from reffakd.errors import UserError

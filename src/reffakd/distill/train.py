@@ -26,7 +26,7 @@ from torch import nn
 
 from reffakd import __version__
 from reffakd.config import TrainConfig, load_yaml
-from reffakd.data.prepare import PreparedData
+from reffakd.data.prepared import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, absolute_paths, build_run
 from reffakd.errors import UserError, UserTypeError

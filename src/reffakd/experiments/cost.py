@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from reffakd.config import DataConfig
-from reffakd.data.prepare import PreparedText, prepare_data
+from reffakd.data.prepare import prepare_data
+from reffakd.data.prepared_text import PreparedText
 from reffakd.data.spec import DatasetSpec, get_spec
-from reffakd.data.text import PAD, UNK
+from reffakd.data.vocab import PAD, UNK
 from reffakd.errors import UserError, first_line
 from reffakd.models import build_model, input_tokenizer
 from reffakd.training.cost import (

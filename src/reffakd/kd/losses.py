@@ -182,6 +182,19 @@ def kd_kl(
 # --------------------------------------------------------------------------------------------
 
 
+def _dkd_logs(
+    logits: Tensor, labels: Tensor, gt_mask: Tensor, others: Tensor, temperature: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`dkd`'s ``(log b (B, 2), log p_hat (B, C - 1))`` of ``softmax(logits / T)``."""
+    scaled = logits / temperature
+    log_p = F.log_softmax(scaled, dim=1)
+    log_p_target = log_p.gather(1, labels.unsqueeze(1))  # (B, 1)
+    log_p_other = torch.logsumexp(log_p.masked_fill(gt_mask, float("-inf")), dim=1)
+    log_b = torch.cat([log_p_target, log_p_other.unsqueeze(1)], dim=1)  # (B, 2)
+    rest = scaled.gather(1, others)  # (B, C - 1): non-target logits, class order
+    return log_b, F.log_softmax(rest, dim=1)
+
+
 def dkd(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -230,17 +243,8 @@ def dkd(
     columns = torch.arange(classes - 1, device=labels.device).unsqueeze(0)
     others = columns + (columns >= labels.unsqueeze(1)).long()
 
-    def binary_and_rest(logits: Tensor) -> tuple[Tensor, Tensor]:
-        scaled = logits / temperature
-        log_p = F.log_softmax(scaled, dim=1)
-        log_p_target = log_p.gather(1, labels.unsqueeze(1))  # (B, 1)
-        log_p_other = torch.logsumexp(log_p.masked_fill(gt_mask, float("-inf")), dim=1)
-        log_b = torch.cat([log_p_target, log_p_other.unsqueeze(1)], dim=1)  # (B, 2)
-        rest = scaled.gather(1, others)  # (B, C - 1): non-target logits, class order
-        return log_b, F.log_softmax(rest, dim=1)
-
-    log_b_s, log_hat_s = binary_and_rest(student_logits)
-    log_b_t, log_hat_t = binary_and_rest(teacher_logits.detach())
+    log_b_s, log_hat_s = _dkd_logs(student_logits, labels, gt_mask, others, temperature)
+    log_b_t, log_hat_t = _dkd_logs(teacher_logits.detach(), labels, gt_mask, others, temperature)
 
     scale = temperature**2 / batch
     tckd = F.kl_div(log_b_s, log_b_t, reduction="sum", log_target=True) * scale

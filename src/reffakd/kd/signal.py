@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from reffakd.config import ComputeConfig, DataConfig, SoftLabelConfig
-from reffakd.data.prepare import PreparedData
+from reffakd.data.prepared import PreparedData
 from reffakd.errors import UserError, UserTypeError
 from reffakd.registry import Registry
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from reffakd.config import AugmentConfig, ComputeConfig, TrainConfig
-from reffakd.data.prepare import PreparedData
+from reffakd.data.prepared import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.errors import UserError, first_line
 from reffakd.kd.losses import probs_to_logits

@@ -15,7 +15,7 @@ Conventions:
   (:mod:`reffakd.models.flops`) and replace whatever the counter saw of them.
 * A network is counted on a zero batch of a per-sample shape, or on an example batch (a text
   model on token ids of the mean training length, every position a token:
-  :meth:`reffakd.data.prepare.PreparedData.example_input`).
+  :meth:`reffakd.data.prepared.PreparedData.example_input`).
 * Training costs ``3 x forward`` per sample (forward + backward, the backward pass being about
   twice the forward); a frozen network that only runs forward costs ``1 x forward``.
 * Memory is in MiB (2**20 bytes), reported as ``*_mb``.
@@ -45,7 +45,7 @@ INFERENCE_MULTIPLIER = 1
 
 Shape = Sequence[int]
 # What a network is counted on: a per-sample shape (a zero batch of the model's dtype), or an
-# example batch (e.g. the token ids of :meth:`reffakd.data.prepare.PreparedData.example_input`).
+# example batch (e.g. the token ids of :meth:`reffakd.data.prepared.PreparedData.example_input`).
 ModelInput = Shape | torch.Tensor
 
 

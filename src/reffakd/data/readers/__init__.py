@@ -7,6 +7,10 @@ layout. Every reader returns uint8 images of shape (N, C, H, W) and int64 labels
 :class:`~reffakd.data.dataset.ImageSplit` / :class:`~reffakd.data.dataset.RawDataset`. Problems
 with the files raise :class:`~reffakd.errors.DataError` with a one-line message that names the
 file and says how to fix it.
+
+The text readers (:mod:`~reffakd.data.readers.sst2`, :mod:`~reffakd.data.readers.agnews`,
+:mod:`~reffakd.data.readers.mr`, :mod:`~reffakd.data.readers.textfile`, sharing
+:mod:`~reffakd.data.readers.text_files`) return a :class:`~reffakd.data.text.RawTextDataset`.
 """
 
 from reffakd.data.readers.cifar import read_cifar10, read_cifar100
