@@ -44,8 +44,8 @@ from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.data.dataset import DataSplits, ImageSplit
 from reffakd.data.text import TextSplit
 from reffakd.data.text_augment import TextBatchTransform
-from reffakd.kd.objectives import build_objective
-from reffakd.kd.sources import ClassTableSource, smoothing_table
+from reffakd.kd.loss_objectives import build_objective
+from reffakd.kd.source_teachers import ClassTableSource, smoothing_table
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 from reffakd.training import engine

@@ -43,7 +43,7 @@ from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.data.dataset import DataSplits, ImageSplit
 from reffakd.data.loader import BatchLoader
-from reffakd.kd.objectives import CrossEntropy
+from reffakd.kd.loss_objectives import CrossEntropy
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 from reffakd.training.engine import Trainer

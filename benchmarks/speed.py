@@ -37,8 +37,8 @@ from reffakd.data.augment import BatchTransform
 from reffakd.data.loader import BatchLoader
 from reffakd.data.prepare import prepare_data
 from reffakd.data.prepared_images import augment_policy
-from reffakd.kd.objectives import build_objective
-from reffakd.kd.sources import ClassTableSource
+from reffakd.kd.loss_objectives import build_objective
+from reffakd.kd.source_teachers import ClassTableSource
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 from reffakd.training.engine import Trainer

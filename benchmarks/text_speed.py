@@ -34,7 +34,7 @@ from reffakd.config import AugmentConfig, DataConfig, OptimConfig
 from reffakd.data.loader import BatchLoader
 from reffakd.data.prepare import prepare_data
 from reffakd.data.prepared import PreparedData
-from reffakd.kd.objectives import build_objective
+from reffakd.kd.loss_objectives import build_objective
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 from reffakd.training.cost import forward_flops, inference_flops, training_flops

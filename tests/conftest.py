@@ -18,7 +18,7 @@ from reffakd.config import DataConfig
 from reffakd.data.dataset import DataSplits, ImageSplit
 from reffakd.data.prepared_images import PreparedImages
 from reffakd.data.spec import get_spec
-from reffakd.kd.signal import SourceContext
+from reffakd.kd.source_base import SourceContext
 
 
 def dump(path: Path, obj: object) -> None:
@@ -237,7 +237,7 @@ def make_trainer(run_dir: Path, *, student: str = "lenet5", optim=None, compute=
     crop/flip/rotation augmentation (so the data generator is exercised)."""
     from reffakd.config import ComputeConfig, OptimConfig
     from reffakd.data.augment import AugmentPolicy, BatchTransform
-    from reffakd.kd.objectives import CrossEntropy
+    from reffakd.kd.loss_objectives import CrossEntropy
     from reffakd.kd.task import Distiller
     from reffakd.models import build_model
     from reffakd.training.engine import Trainer

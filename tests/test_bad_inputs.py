@@ -53,7 +53,7 @@ from reffakd.data.fingerprint import fingerprint_difference
 from reffakd.data.spec import get_spec
 from reffakd.distill.train import train_student
 from reffakd.files import os_error_message
-from reffakd.kd.modules import KDLoss, LabelSmoothingLoss
+from reffakd.kd.loss_criteria import KDLoss, LabelSmoothingLoss
 from reffakd.training import engine
 
 FMNIST_CLASSES = list(get_spec("fashion-mnist").class_names or [])

@@ -12,7 +12,7 @@ import reffakd
 from reffakd.aesl.loss import ReffAKDLoss
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.errors import UserError
-from reffakd.kd.modules import (
+from reffakd.kd.loss_criteria import (
     DistillationLoss,
     DISTLoss,
     DKDLoss,
@@ -20,9 +20,9 @@ from reffakd.kd.modules import (
     LabelSmoothingLoss,
     TfKDVirtualLoss,
 )
-from reffakd.kd.objectives import DecoupledKD, DISTObjective, KnowledgeDistillation
-from reffakd.kd.signal import TeacherSignal
-from reffakd.kd.sources import ClassTableSource, NetworkSource
+from reffakd.kd.loss_objectives import DecoupledKD, DISTObjective, KnowledgeDistillation
+from reffakd.kd.source_base import TeacherSignal
+from reffakd.kd.source_teachers import ClassTableSource, NetworkSource
 from reffakd.kd.task import Distiller
 
 C = 4

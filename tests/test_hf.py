@@ -29,7 +29,7 @@ from reffakd.data.text import LabelledTexts, limit_train
 from reffakd.errors import UserError
 from reffakd.hub import import_transformers
 from reffakd.kd.methods import PRESETS
-from reffakd.kd.sources import NetworkSource, TeacherInputs
+from reffakd.kd.source_teachers import NetworkSource, TeacherInputs
 from reffakd.models import build_model, input_tokenizer
 from reffakd.models.hf import mean_pool
 from reffakd.training.cost import forward_flops

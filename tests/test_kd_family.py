@@ -19,16 +19,16 @@ from reffakd.cli import main
 from reffakd.config import AugmentConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.errors import UserError
+from reffakd.kd.loss_objectives import OBJECTIVES, build_objective
 from reffakd.kd.methods import PRESETS, resolve_method
-from reffakd.kd.objectives import OBJECTIVES, build_objective
-from reffakd.kd.signal import (
+from reffakd.kd.source_base import (
     SOURCES,
     StudentOutputs,
     TeacherSignal,
     attach_student,
     build_source,
 )
-from reffakd.kd.sources import NetworkSource
+from reffakd.kd.source_teachers import NetworkSource
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 

@@ -1,4 +1,4 @@
-"""Golden-value and reference tests for reffakd.losses (CPU, fast).
+"""Golden-value and reference tests for reffakd.kd.loss_functional (CPU, fast).
 
 Reference values are computed here from the formulas with plain Python (math.exp / math.log,
 explicit loops), never by calling the function under test or torch's kl_div.
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reffakd.kd.losses import (
+from reffakd.kd.loss_functional import (
     dist,
     dkd,
     kd_kl,
@@ -20,8 +20,8 @@ from reffakd.kd.losses import (
     standardize_logits,
     warmup_factor,
 )
-from reffakd.kd.objectives import build_objective
-from reffakd.kd.signal import TeacherSignal
+from reffakd.kd.loss_objectives import build_objective
+from reffakd.kd.source_base import TeacherSignal
 
 # --------------------------------------------------------------------------------------------
 # plain-Python references

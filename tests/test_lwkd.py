@@ -19,9 +19,9 @@ from conftest import train_args as shared_train_args
 
 from reffakd.cli import main
 from reffakd.errors import UserError
+from reffakd.kd.loss_objectives import OBJECTIVES, build_objective
 from reffakd.kd.methods import PRESETS, resolve_method
-from reffakd.kd.objectives import OBJECTIVES, build_objective
-from reffakd.kd.signal import SOURCES, SourceContext, TeacherSignal, build_source
+from reffakd.kd.source_base import SOURCES, SourceContext, TeacherSignal, build_source
 from reffakd.kd.task import Distiller
 from reffakd.lwkd.adversarial import AdversarialKD
 from reffakd.lwkd.glyphs import CELL, NO_JITTER, digit_templates, render_digits

@@ -19,8 +19,13 @@ from conftest import dump, save_image
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.config import merge
 from reffakd.experiments.bench import Suite, load_suite, packaged_suites, run_suite, train_config
+from reffakd.kd.loss_objectives import (
+    DecoupledKD,
+    KnowledgeDistillation,
+    Objective,
+    build_objective,
+)
 from reffakd.kd.methods import resolve_method
-from reffakd.kd.objectives import DecoupledKD, KnowledgeDistillation, Objective, build_objective
 
 PER_CLASS = 3  # train images per class; one of them is held out as validation
 

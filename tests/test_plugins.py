@@ -28,8 +28,8 @@ PLUGIN_MODULE = textwrap.dedent(
     from torch import nn
 
     from reffakd.data.spec import DatasetSpec
-    from reffakd.kd.objectives import Objective
-    from reffakd.kd.sources import ClassTableSource
+    from reffakd.kd.loss_objectives import Objective
+    from reffakd.kd.source_teachers import ClassTableSource
 
 
     def plugin_net(num_classes=10, in_channels=3, image_size=32):

@@ -9,7 +9,7 @@ from conftest import assert_resumes_identically, make_trainer, train_args
 from reffakd.cli import main
 from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.errors import UserError
-from reffakd.kd.signal import TeacherSignal, TeacherSource
+from reffakd.kd.source_base import TeacherSignal, TeacherSource
 from reffakd.kd.task import Distiller
 from reffakd.models import build_model
 from reffakd.training import precision

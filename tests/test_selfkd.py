@@ -22,9 +22,9 @@ from reffakd import PSKD
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.cli import main
 from reffakd.errors import UserError
-from reffakd.kd import losses
-from reffakd.kd.objectives import build_objective
-from reffakd.kd.signal import StudentOutputs, TeacherSignal, build_source
+from reffakd.kd import loss_functional
+from reffakd.kd.loss_objectives import build_objective
+from reffakd.kd.source_base import StudentOutputs, TeacherSignal, build_source
 from reffakd.kd.task import Distiller
 from reffakd.training.task import ExtraSamples
 
@@ -35,15 +35,15 @@ def test_pskd_targets_golden():
     previous = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
     # (1 - 0.4) onehot + 0.4 prev
     expected = torch.tensor([[0.6 + 0.2, 0.12, 0.08], [0.04, 0.04, 0.6 + 0.32]])
-    torch.testing.assert_close(losses.pskd_targets(labels, previous, 0.4), expected)
+    torch.testing.assert_close(loss_functional.pskd_targets(labels, previous, 0.4), expected)
 
 
 def test_zipf_distribution_ranks_label_first_and_breaks_ties_by_index():
     logits = torch.tensor([[3.0, 1.0, 1.0, 2.0]])  # label 1: ranks 1 (label), then 0, 3, 2
-    p = losses.zipf_distribution(logits, torch.tensor([1]))
+    p = loss_functional.zipf_distribution(logits, torch.tensor([1]))
     weights = torch.tensor([1 / 2, 1 / 1, 1 / 4, 1 / 3])
     torch.testing.assert_close(p, (weights / weights.sum()).unsqueeze(0))
-    ties = losses.zipf_distribution(torch.zeros(1, 4), torch.tensor([2]))  # all tied
+    ties = loss_functional.zipf_distribution(torch.zeros(1, 4), torch.tensor([2]))  # all tied
     weights = torch.tensor([1 / 2, 1 / 3, 1 / 1, 1 / 4])
     torch.testing.assert_close(ties, (weights / weights.sum()).unsqueeze(0))
 
@@ -51,7 +51,7 @@ def test_zipf_distribution_ranks_label_first_and_breaks_ties_by_index():
 def test_zipf_distribution_matches_a_per_sample_reference():
     g = torch.Generator().manual_seed(0)
     logits, labels = torch.randn(6, 7, generator=g), torch.randint(0, 7, (6,), generator=g)
-    got = losses.zipf_distribution(logits, labels, power=1.5)
+    got = loss_functional.zipf_distribution(logits, labels, power=1.5)
     for row, label in enumerate(labels.tolist()):
         others = sorted((c for c in range(7) if c != label), key=lambda c: -logits[row, c])
         ranked = [label, *others]
@@ -64,14 +64,14 @@ def test_zipf_distribution_matches_a_per_sample_reference():
 def test_self_kd_kl_covers_the_signal_rows_only():
     z = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]], requires_grad=True)
     t = torch.tensor([[0.0, 1.0]])
-    got = losses.self_kd_kl(z, t, 2.0, rows=slice(2, None))
+    got = loss_functional.self_kd_kl(z, t, 2.0, rows=slice(2, None))
     p = torch.softmax(t / 2, dim=1)
     q = torch.softmax(z[2:].detach() / 2, dim=1)
     expected = 4.0 * (p * (p.log() - q.log())).sum()
     torch.testing.assert_close(got, expected)
     got.backward()
     assert z.grad[:2].abs().sum() == 0 and z.grad[2].abs().sum() > 0
-    empty = losses.self_kd_kl(z, t[:0], 2.0, rows=slice(3, None))
+    empty = loss_functional.self_kd_kl(z, t[:0], 2.0, rows=slice(3, None))
     assert float(empty.detach()) == 0.0
 
 
@@ -186,7 +186,7 @@ def test_cskd_partner_forward_has_no_gradient_and_stays_in_train_mode(tmp_path):
     logits, terms = task.forward_train(x, y, torch.arange(6), 1, extra=extra)
     assert student[1].num_batches_tracked.item() == before + 2  # both forwards in train mode
     partner_logits = student(partner).detach()  # in train mode: batch statistics
-    expected = losses.kd_kl(logits, partner_logits, 4.0)
+    expected = loss_functional.kd_kl(logits, partner_logits, 4.0)
     torch.testing.assert_close(terms["kd"], expected)
     sum(terms.values()).backward()
     assert student[0].weight.grad is not None

@@ -19,13 +19,13 @@ from reffakd.cli import main
 from reffakd.config import OptimConfig
 from reffakd.data.augment import AugmentPolicy, BatchTransform
 from reffakd.errors import UserError
-from reffakd.kd import losses
+from reffakd.kd import loss_functional
+from reffakd.kd.loss_criteria import DistillationLoss, NKDLoss, USKDLoss
+from reffakd.kd.loss_objectives import build_objective
+from reffakd.kd.method_uskd import USKDSignal, USKDSource, pool_feature
 from reffakd.kd.methods import PRESETS, resolve_method
-from reffakd.kd.modules import DistillationLoss, NKDLoss, USKDLoss
-from reffakd.kd.objectives import build_objective
-from reffakd.kd.signal import StudentOutputs, TeacherSignal, build_source
+from reffakd.kd.source_base import StudentOutputs, TeacherSignal, build_source
 from reffakd.kd.task import Distiller
-from reffakd.kd.uskd import USKDSignal, USKDSource, pool_feature
 from reffakd.models import build_model
 from reffakd.training.engine import Trainer
 from reffakd.training.rundir import RunDir
@@ -111,13 +111,13 @@ def naive_uskd(z, w, y, ranking="log_prob", alpha=0.1, beta=0.1, mu=0.1, smoothi
 def test_nkd_golden_values_on_uniform_student():
     # z = 0: log s_y = -log 5 and the non-target student is uniform over 4 classes, so
     # L_t = log 5 · mean_i softmax(t_i)_y and L_n = log 4 whatever the teacher
-    loss_t, loss_n = losses.nkd(torch.zeros(4, 5), T_LOGITS, Y, temperature=2.0, gamma=3.0)
+    loss_t, loss_n = loss_functional.nkd(torch.zeros(4, 5), T_LOGITS, Y, temperature=2.0, gamma=3.0)
     t_y = F.softmax(T_LOGITS, dim=1)[torch.arange(4), Y]
     assert loss_t.item() == pytest.approx(math.log(5) * t_y.mean().item(), rel=1e-6)
     assert loss_n.item() == pytest.approx(3.0 * 4.0 * math.log(4), rel=1e-6)
     # sample 0: t = (2, 1, 0, 0, 0), y = 0: softmax(t)_0 = e² / (e² + e + 3)
     first = math.exp(2) / (math.exp(2) + math.exp(1) + 3)
-    single_t, _ = losses.nkd(torch.zeros(1, 5), T_LOGITS[:1], Y[:1])
+    single_t, _ = loss_functional.nkd(torch.zeros(1, 5), T_LOGITS[:1], Y[:1])
     assert single_t.item() == pytest.approx(first * math.log(5), rel=1e-6)
 
 
@@ -125,9 +125,9 @@ def test_nkd_golden_values():
     # sample 0 by hand: s_0 = e / (e + 4), t_0 = e² / (e² + e + 3), so L_t,0 = 0.510116
     s0 = math.e / (math.e + 4)
     t0 = math.exp(2) / (math.exp(2) + math.e + 3)
-    single, _ = losses.nkd(Z[:1], T_LOGITS[:1], Y[:1])
+    single, _ = loss_functional.nkd(Z[:1], T_LOGITS[:1], Y[:1])
     assert single.item() == pytest.approx(-t0 * math.log(s0), rel=1e-6)
-    loss_t, loss_n = losses.nkd(Z, T_LOGITS, Y, temperature=1.0, gamma=1.5)
+    loss_t, loss_n = loss_functional.nkd(Z, T_LOGITS, Y, temperature=1.0, gamma=1.5)
     assert loss_t.item() == pytest.approx(0.3320254, abs=1e-6)
     assert loss_n.item() == pytest.approx(2.1213610, abs=1e-6)
 
@@ -140,7 +140,7 @@ def test_nkd_matches_the_naive_reference(temperature, gamma, teacher_temperature
     g = torch.Generator().manual_seed(1)
     z, t = torch.randn(4, 5, generator=g) * 2, torch.randn(4, 5, generator=g) * 2
     y = torch.tensor([0, 4, 2, 2])
-    got = losses.nkd(
+    got = loss_functional.nkd(
         z, t, y, temperature=temperature, gamma=gamma, teacher_temperature=teacher_temperature
     )
     want = naive_nkd(z, t, y, temperature, gamma, teacher_temperature)
@@ -150,14 +150,14 @@ def test_nkd_matches_the_naive_reference(temperature, gamma, teacher_temperature
 def test_nkd_non_target_parts_each_sum_to_one_and_teacher_is_detached():
     z = Z.clone().requires_grad_(True)
     t = T_LOGITS.clone().requires_grad_(True)
-    target, non_target = losses.nkd_soft_targets(t, Y, 2.0)
+    target, non_target = loss_functional.nkd_soft_targets(t, Y, 2.0)
     assert not target.requires_grad and not non_target.requires_grad
     assert torch.allclose(non_target.sum(1), torch.ones(4))
     assert torch.all(non_target[torch.arange(4), Y] == 0)
-    student = losses.non_target_log_softmax(Z, Y, 2.0).exp()
+    student = loss_functional.non_target_log_softmax(Z, Y, 2.0).exp()
     student[torch.arange(4), Y] = 0
     assert torch.allclose(student.sum(1), torch.ones(4))
-    sum(losses.nkd(z, t, Y)).backward()
+    sum(loss_functional.nkd(z, t, Y)).backward()
     assert t.grad is None and z.grad is not None and torch.isfinite(z.grad).all()
 
 
@@ -170,7 +170,7 @@ def test_nkd_objective_reads_every_kind_of_signal():
     assert network["nkd_non_target"].item() == pytest.approx(want_n, rel=1e-5)
     # a class table (log-probabilities): the row is the teacher's distribution
     table = torch.full((5, 5), 0.1).fill_diagonal_(0.6)
-    rows = TeacherSignal(losses.probs_to_logits(table[Y]), class_level=True)
+    rows = TeacherSignal(loss_functional.probs_to_logits(table[Y]), class_level=True)
     aesl = build_objective("nkd", {"teacher_temperature": 1.0})(Z, Y, rows, 1)
     log_s = F.log_softmax(Z, 1)[torch.arange(4), Y]
     assert aesl["nkd_target"].item() == pytest.approx(-(0.6 * log_s).mean().item(), rel=1e-6)
@@ -181,44 +181,48 @@ def test_nkd_objective_reads_every_kind_of_signal():
 # --------------------------------------------------------------------------- USKD pieces
 def test_uskd_soft_target_is_the_smoothed_squared_probability_and_detached():
     z = Z.clone().requires_grad_(True)
-    target = losses.uskd_target(z, Y)
+    target = loss_functional.uskd_target(z, Y)
     assert not target.requires_grad
     s = F.softmax(Z, 1)[torch.arange(4), Y]
     assert torch.allclose(target, s**2 + 1 - (s**2).mean())
-    assert losses.uskd_target(torch.zeros(3, 5), torch.tensor([0, 1, 2])).tolist() == (
+    assert loss_functional.uskd_target(torch.zeros(3, 5), torch.tensor([0, 1, 2])).tolist() == (
         pytest.approx([1.0, 1.0, 1.0])
     )
 
 
 def test_zipf_weights_for_ties_and_for_a_target_ranked_first():
     h = sum(1 / r for r in range(2, 6))  # ranks 2..5 left once the target takes rank 1
-    first = losses.zipf_non_target(torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0]]), torch.tensor([0]))
+    first = loss_functional.zipf_non_target(
+        torch.tensor([[9.0, 4.0, 3.0, 2.0, 1.0]]), torch.tensor([0])
+    )
     assert first[0].tolist() == pytest.approx([0.0, 1 / 2 / h, 1 / 3 / h, 1 / 4 / h, 1 / 5 / h])
     # all tied: classes rank in index order, so label 2 takes rank 3
-    tied = losses.zipf_non_target(torch.zeros(1, 5), torch.tensor([2]))
+    tied = loss_functional.zipf_non_target(torch.zeros(1, 5), torch.tensor([2]))
     h2 = 1 + 1 / 2 + 1 / 4 + 1 / 5
     assert tied[0].tolist() == pytest.approx([1 / h2, 1 / 2 / h2, 0.0, 1 / 4 / h2, 1 / 5 / h2])
     # a tie between two non-targets: the lower index ranks first, deterministically
-    pair = losses.zipf_non_target(torch.tensor([[0.0, 5.0, 5.0, 1.0, 9.0]]), torch.tensor([4]))
+    pair = loss_functional.zipf_non_target(
+        torch.tensor([[0.0, 5.0, 5.0, 1.0, 9.0]]), torch.tensor([4])
+    )
     assert pair[0, 1] > pair[0, 2] > pair[0, 3] > pair[0, 0]
     g = torch.Generator().manual_seed(2)
     scores = torch.randint(0, 3, (4, 5), generator=g).float()  # many ties
-    got = losses.zipf_non_target(scores, Y)
+    got = loss_functional.zipf_non_target(scores, Y)
     want = [naive_zipf(row, y) for row, y in zip(scores.tolist(), Y.tolist(), strict=True)]
     assert got.tolist() == [pytest.approx(row) for row in want]
 
 
 def test_rank_scores_code_and_paper_forms_differ():
     weak = torch.zeros(4, 5)
-    code = losses.uskd_rank_scores(Z, weak, Y, "log_prob")
-    paper = losses.uskd_rank_scores(Z, weak, Y, "prob")
+    code = loss_functional.uskd_rank_scores(Z, weak, Y, "log_prob")
+    paper = loss_functional.uskd_rank_scores(Z, weak, Y, "prob")
     s = F.softmax(Z, 1)
     s_y = s[torch.arange(4), Y].unsqueeze(1)
     assert torch.allclose(paper, 0.2 / (0.8 + 1e-6) + s / (1 - s_y + 1e-6))
     log_s, log_s_y = s.log(), s_y.log()
     assert torch.allclose(code, 0.2 / (0.8 + 1e-6) + log_s / (1 - log_s_y + 1e-6), atol=1e-6)
     with pytest.raises(ValueError, match="ranking"):
-        losses.uskd_rank_scores(Z, weak, Y, "rank")
+        loss_functional.uskd_rank_scores(Z, weak, Y, "rank")
 
 
 class Staged(nn.Module):
@@ -299,7 +303,7 @@ def test_uskd_gradient_of_the_soft_target_term_treats_it_as_a_constant():
     model(torch.zeros(4, 1, 6, 6))
     criterion(z, Y).backward()
     s = F.softmax(Z, 1)
-    q = losses.uskd_target(Z, Y).unsqueeze(1)
+    q = loss_functional.uskd_target(Z, Y).unsqueeze(1)
     want = -(q / 4) * (F.one_hot(Y, 5) - s)
     assert torch.allclose(z.grad, want, atol=1e-6)
 

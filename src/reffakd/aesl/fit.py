@@ -34,7 +34,7 @@ from reffakd.data.user import (
     prepare_user_data,
 )
 from reffakd.errors import UserError
-from reffakd.kd.signal import check_options
+from reffakd.kd.source_base import check_options
 from reffakd.registry import Registry
 
 

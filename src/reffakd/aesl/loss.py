@@ -7,8 +7,8 @@
     loss = criterion(model(x), y)
 
 It is the engine's ``reffakd`` method: the AESL row of each sample's label as a class-level
-teacher signal (a :class:`~reffakd.kd.sources.ClassTableSource`) and the KD objective with only
-the student softened (teacher temperature 1), i.e.
+teacher signal (a :class:`~reffakd.kd.source_teachers.ClassTableSource`) and the KD objective
+with only the student softened (teacher temperature 1), i.e.
 ``(1 - alpha) CE(z, y) + alpha T² KL(AESL[y] || softmax(z / T))``.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 from torch import Tensor
 
 from reffakd.aesl.soft_labels import SoftLabels
-from reffakd.kd.modules import DistillationLoss
+from reffakd.kd.loss_criteria import DistillationLoss
 
 
 class ReffAKDLoss(DistillationLoss):

@@ -15,9 +15,9 @@ from reffakd.aesl.heatmap import save_heatmap
 from reffakd.aesl.similarity import require_two_per_class
 from reffakd.aesl.soft_labels import SoftLabels
 from reffakd.files import atomic_write_bytes
-from reffakd.kd.losses import probs_to_logits
-from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext
-from reffakd.kd.sources import ClassTableSource
+from reffakd.kd.loss_functional import probs_to_logits
+from reffakd.kd.source_base import SOURCES, SignalRecord, SourceContext
+from reffakd.kd.source_teachers import ClassTableSource
 
 AE_DIR = "ae"
 RECORDED_META = (

@@ -18,9 +18,9 @@ from reffakd.data.prepared import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.data.user import USER_DATA
 from reffakd.errors import UserError
+from reffakd.kd.loss_objectives import Objective, build_objective
 from reffakd.kd.methods import ResolvedMethod, resolve_method
-from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import (
+from reffakd.kd.source_base import (
     SOURCES,
     SourceContext,
     TeacherSource,

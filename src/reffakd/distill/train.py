@@ -30,7 +30,7 @@ from reffakd.data.prepared import PreparedData
 from reffakd.data.user import USER_DATA, prepare_user_data, user_splits
 from reffakd.distill.build import StudentRun, absolute_paths, build_run
 from reffakd.errors import UserError, UserTypeError
-from reffakd.kd.signal import SignalRecord
+from reffakd.kd.source_base import SignalRecord
 from reffakd.kd.task import Distiller
 from reffakd.models import is_user_module_name, user_module_name
 from reffakd.runtime import seed_everything

@@ -10,9 +10,9 @@ from reffakd.config import OptimConfig, to_dict
 from reffakd.data.spec import DATASETS, DatasetSpec
 from reffakd.errors import UserError
 from reffakd.experiments.bench import load_suite, packaged_suites
+from reffakd.kd.loss_objectives import OBJECTIVES
 from reffakd.kd.methods import PRESETS
-from reffakd.kd.objectives import OBJECTIVES
-from reffakd.kd.signal import SOURCES
+from reffakd.kd.source_base import SOURCES
 from reffakd.models import MODELS, TOKENIZED_MODELS
 from reffakd.training.cost import count_parameters
 

@@ -1,4 +1,5 @@
-"""Methods are compositions: a teacher-signal source × a loss, plus options.
+"""Low level, the preset table. Methods are compositions: a teacher-signal source × a loss, plus
+options.
 
 ``PRESETS`` is the only table that names methods. ``--method`` picks a preset; ``--source`` and
 ``--loss`` override either half; ``source``/``loss`` option dicts override the preset's options.

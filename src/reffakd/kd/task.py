@@ -1,8 +1,9 @@
-"""The distiller: a student trained with a loss on a teacher signal (mdistiller's contract).
+"""High level, the distiller: a student trained with a loss on a teacher signal (mdistiller's
+contract).
 
 ``forward_train(...) -> (logits, {name: loss})``; the engine sums the named losses, logs each,
 and never needs to know which method produced them. The losses come from a
-:class:`~reffakd.kd.modules.DistillationLoss`, the criterion a user's own loop uses too.
+:class:`~reffakd.kd.loss_criteria.DistillationLoss`, the criterion a user's own loop uses too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reffakd.kd.modules import DistillationLoss
-from reffakd.kd.objectives import Objective
-from reffakd.kd.signal import TeacherSource, attach_student
+from reffakd.kd.loss_criteria import DistillationLoss
+from reffakd.kd.loss_objectives import Objective
+from reffakd.kd.source_base import TeacherSource, attach_student
 from reffakd.training.task import ExtraSamples, Task, topk_correct
 
 
@@ -24,7 +25,7 @@ class Distiller(Task):
     """A student trained with ``objective`` on the signal of ``source`` (None: labels only).
 
     The source's networks (a teacher) are frozen: no gradients, and eval mode even while the
-    student is in train mode (:class:`~reffakd.kd.signal.TeacherSource`). An objective that is
+    student is in train mode (:class:`~reffakd.kd.source_base.TeacherSource`). An objective that is
     an ``nn.Module`` (e.g. one holding a discriminator) becomes a submodule, so it moves with
     ``.to(device)``; it keeps its own optimizer, updates in ``after_step`` and checkpoints
     through ``extra_state``.

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from reffakd.errors import UserError
-from reffakd.kd.objectives import OBJECTIVES, KnowledgeDistillation, Objective
-from reffakd.kd.signal import TeacherSignal
+from reffakd.kd.loss_objectives import OBJECTIVES, KnowledgeDistillation, Objective
+from reffakd.kd.source_base import TeacherSignal
 from reffakd.training.distributed import average_gradients
 
 
@@ -53,7 +53,7 @@ class Discriminator(nn.Module):
 class AdversarialKD(nn.Module, Objective):
     """KD + λ × adversarial. The KD options (alpha, temperature, teacher_temperature, reduction,
     standardize) pass through ``kd_options`` to
-    :class:`reffakd.kd.objectives.KnowledgeDistillation`.
+    :class:`reffakd.kd.loss_objectives.KnowledgeDistillation`.
 
     ``adv_weight`` λ; ``disc_hidden`` D's width; ``disc_lr`` / ``disc_betas`` its Adam settings;
     ``disc_seed`` seeds D's initialisation (so it does not depend on what ran before). D is

@@ -25,7 +25,13 @@ import torch
 from torch import Tensor
 
 from reffakd.errors import UserError
-from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
+from reffakd.kd.source_base import (
+    SOURCES,
+    SignalRecord,
+    SourceContext,
+    TeacherSignal,
+    TeacherSource,
+)
 from reffakd.lwkd.teacher import (
     TEACHER_DIR,
     LightTeacher,

@@ -22,7 +22,7 @@ from reffakd.config import ComputeConfig, OptimConfig
 from reffakd.data.augment import BatchTransform, channel_stats
 from reffakd.data.dataset import DataSplits
 from reffakd.errors import UserError
-from reffakd.kd.objectives import CrossEntropy
+from reffakd.kd.loss_objectives import CrossEntropy
 from reffakd.kd.task import Distiller
 from reffakd.lwkd.synth import (
     SplitSizes,

@@ -1,5 +1,5 @@
-"""NKD and USKD (Yang et al., ICCV 2023; docs/methods.md §7): a normalized loss for every
-teacher signal, and USKD's soft labels made by the student itself.
+"""Mid level, one method in one file: NKD and USKD (Yang et al., ICCV 2023; docs/methods.md §7): a
+normalized loss for every teacher signal, and USKD's soft labels made by the student itself.
 
 * the ``nkd`` loss splits KD into a target term and a non-target term whose two distributions
   are each renormalized over the non-target classes; it reads any source's signal;
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reffakd.errors import UserError, first_line
-from reffakd.kd import losses
-from reffakd.kd.objectives import OBJECTIVES, Objective
-from reffakd.kd.signal import (
+from reffakd.kd import loss_functional
+from reffakd.kd.loss_objectives import OBJECTIVES, Objective
+from reffakd.kd.source_base import (
     SOURCES,
     SignalRecord,
     SourceContext,
@@ -57,7 +57,7 @@ def soft_targets(
     probability and its non-target distribution at ``teacher_temperature``."""
     if isinstance(signal, USKDSignal):
         return signal.target, signal.non_target
-    return losses.nkd_soft_targets(signal.logits, labels, teacher_temperature)
+    return loss_functional.nkd_soft_targets(signal.logits, labels, teacher_temperature)
 
 
 def _positive(name: str, value: float) -> float:
@@ -75,7 +75,7 @@ def _non_negative(**weights: float) -> None:
 # ---------------------------------------------------------------------------- losses
 @OBJECTIVES.register("nkd")
 class NormalizedKD(Objective):
-    """w_ce CE(z, y) + L_t + gamma T² L_n (:func:`reffakd.kd.losses.nkd`).
+    """w_ce CE(z, y) + L_t + gamma T² L_n (:func:`reffakd.kd.loss_functional.nkd`).
 
     Defaults are the official code's (T 1, gamma 1.5: its ImageNet configs); ``teacher_temperature``
     None softens the teacher's non-target part by T too. With USKD's signal the soft labels are
@@ -99,7 +99,7 @@ class NormalizedKD(Objective):
         signal = self._signal(signal)
         t_teacher = self.teacher_temperature or self.temperature
         target, non_target = soft_targets(signal, labels, t_teacher)
-        loss_t, loss_n = losses.normalized_terms(
+        loss_t, loss_n = loss_functional.normalized_terms(
             logits, labels, target, non_target, self.temperature
         )
         return {
@@ -135,7 +135,7 @@ class USKDObjective(Objective):
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         target, non_target = soft_targets(signal, labels, 1.0)
-        loss_t, loss_n = losses.normalized_terms(logits, labels, target, non_target)
+        loss_t, loss_n = loss_functional.normalized_terms(logits, labels, target, non_target)
         terms = {
             "ce": self.ce_weight * F.cross_entropy(logits, labels),
             "uskd_target": self.alpha * loss_t,
@@ -206,8 +206,8 @@ class USKDSource(TeacherSource):
         super().__init__()
         if feature_pool not in FEATURE_POOLS:
             raise UserError(f"feature_pool must be one of {FEATURE_POOLS}, got {feature_pool!r}")
-        if ranking not in losses.RANKINGS:
-            raise UserError(f"ranking must be one of {losses.RANKINGS}, got {ranking!r}")
+        if ranking not in loss_functional.RANKINGS:
+            raise UserError(f"ranking must be one of {loss_functional.RANKINGS}, got {ranking!r}")
         if feature_dim is not None and feature_dim < 1:
             raise UserError(f"feature_dim must be >= 1, got {feature_dim}")
         self.num_classes, self.feature_layer = num_classes, feature_layer
@@ -285,12 +285,12 @@ class USKDSource(TeacherSource):
             )
         weak = self.weak_head(feature).float()
         logits = student.logits.detach().float()
-        target = losses.uskd_target(logits, labels)
-        scores = losses.uskd_rank_scores(logits, weak.detach(), labels, self.ranking)
-        non_target = losses.zipf_non_target(scores, labels)
+        target = loss_functional.uskd_target(logits, labels)
+        scores = loss_functional.uskd_rank_scores(logits, weak.detach(), labels, self.ranking)
+        non_target = loss_functional.zipf_non_target(scores, labels)
         joint = _as_distribution(target, non_target, labels)
         return USKDSignal(
-            logits=losses.probs_to_logits(joint),
+            logits=loss_functional.probs_to_logits(joint),
             class_level=False,
             target=target,
             non_target=non_target,

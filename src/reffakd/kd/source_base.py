@@ -1,4 +1,5 @@
-"""The teacher-signal contract: a typed context in, per-batch soft targets and a typed record out.
+"""Low level: the teacher-signal contract. A typed context in, per-batch soft targets and a typed
+record out.
 
 A *source* makes the teacher's side of a method. It is built in two steps, so that a run can be
 refused before anything is written:
@@ -210,9 +211,9 @@ SourceFactory = Callable[..., TeacherSource]
 SOURCES: Registry[SourceFactory] = Registry(
     "teacher-signal source",
     autoload=(
-        "reffakd.kd.sources",
-        "reffakd.kd.selfkd",
-        "reffakd.kd.uskd",
+        "reffakd.kd.source_teachers",
+        "reffakd.kd.source_selfkd",
+        "reffakd.kd.method_uskd",
         "reffakd.aesl",
         "reffakd.lwkd",
     ),

@@ -1,4 +1,5 @@
-"""Training objectives: a logit loss from :mod:`reffakd.kd.losses` plus its weights.
+"""Mid level: training objectives, a logit loss from :mod:`reffakd.kd.loss_functional` plus its
+weights.
 
 An objective maps ``(student_logits, labels, teacher_signal, epoch)`` to named loss terms. It is
 the "loss" half of a method (source × loss). Options are validated by the constructors.
@@ -13,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reffakd.errors import UserError
-from reffakd.kd import losses
-from reffakd.kd.signal import TeacherSignal, check_options
+from reffakd.kd import loss_functional
+from reffakd.kd.source_base import TeacherSignal, check_options
 from reffakd.registry import Registry
 
 
@@ -38,10 +39,10 @@ class Objective:
         return signal
 
 
-# NKD and USKD register from reffakd.kd.uskd (docs/methods.md §7), LW-KD's adversarial loss
+# NKD and USKD register from reffakd.kd.method_uskd (docs/methods.md §7), LW-KD's adversarial loss
 # from reffakd.lwkd (docs/lwkd.md).
 OBJECTIVES: Registry[Callable[..., Objective]] = Registry(
-    "loss", autoload=("reffakd.kd.uskd", "reffakd.lwkd"), entry_points="reffakd.losses"
+    "loss", autoload=("reffakd.kd.method_uskd", "reffakd.lwkd"), entry_points="reffakd.losses"
 )
 
 
@@ -68,8 +69,10 @@ def _standardized(
     """
     if not standardize:
         return logits, signal.logits
-    teacher = signal.logits if signal.class_level else losses.standardize_logits(signal.logits)
-    return losses.standardize_logits(logits), teacher
+    teacher = (
+        signal.logits if signal.class_level else loss_functional.standardize_logits(signal.logits)
+    )
+    return loss_functional.standardize_logits(logits), teacher
 
 
 @OBJECTIVES.register("ce")
@@ -115,7 +118,7 @@ class KnowledgeDistillation(Objective):
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         student, teacher = _standardized(logits, signal, self.standardize)
-        kd = losses.kd_kl(
+        kd = loss_functional.kd_kl(
             student,
             teacher,
             self.temperature,
@@ -173,7 +176,7 @@ class SelfDistillation(Objective):
 
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
-        kl = losses.self_kd_kl(logits, signal.logits, self.temperature, signal.rows)
+        kl = loss_functional.self_kd_kl(logits, signal.logits, self.temperature, signal.rows)
         return {
             "ce": self.ce_weight * F.cross_entropy(logits, labels),
             "kd": self.weight * kl,
@@ -203,7 +206,7 @@ class DecoupledKD(Objective):
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         student, teacher = _standardized(logits, signal, self.standardize)
-        tckd, nckd = losses.dkd(
+        tckd, nckd = loss_functional.dkd(
             student,
             teacher,
             labels,
@@ -211,7 +214,7 @@ class DecoupledKD(Objective):
             beta=self.beta,
             temperature=self.temperature,
         )
-        w = losses.warmup_factor(epoch, self.warmup)
+        w = loss_functional.warmup_factor(epoch, self.warmup)
         return {
             "ce": self.ce_weight * F.cross_entropy(logits, labels),
             "tckd": w * tckd,
@@ -237,7 +240,7 @@ class DISTObjective(Objective):
     def __call__(self, logits, labels, signal, epoch):
         signal = self._signal(signal)
         student, teacher = _standardized(logits, signal, self.standardize)
-        inter, intra = losses.dist(
+        inter, intra = loss_functional.dist(
             student, teacher, beta=self.beta, gamma=self.gamma, temperature=self.temperature
         )
         return {

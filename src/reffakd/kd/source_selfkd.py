@@ -1,6 +1,7 @@
-"""Teacher-free sources made from the student itself: PS-KD, CS-KD, OLS, DLB and Zipf's LS.
+"""Mid level: teacher-free sources made from the student itself, PS-KD, CS-KD, OLS, DLB and Zipf's
+LS.
 
-Each is a :class:`~reffakd.kd.signal.TeacherSource` with ``needs_student_logits``: the
+Each is a :class:`~reffakd.kd.source_base.TeacherSource` with ``needs_student_logits``: the
 distillation loss hands it the student's detached fp32 logits of the batch, and the source
 returns the soft targets (docs/methods.md, "The teacher-free family"). State that lives
 between batches (PS-KD's prediction store, OLS's class matrix, CS-KD's random generator) is
@@ -18,8 +19,8 @@ import torch
 from torch import Tensor
 
 from reffakd.errors import UserError
-from reffakd.kd.losses import pskd_targets, zipf_distribution
-from reffakd.kd.signal import (
+from reffakd.kd.loss_functional import pskd_targets, zipf_distribution
+from reffakd.kd.source_base import (
     SOURCES,
     SignalRecord,
     SourceContext,
@@ -28,7 +29,7 @@ from reffakd.kd.signal import (
     TeacherSource,
     build_source,
 )
-from reffakd.kd.sources import smoothing_table
+from reffakd.kd.source_teachers import smoothing_table
 from reffakd.training.distributed import all_reduce_sum, in_process_group
 
 

@@ -1,5 +1,5 @@
-"""Drop-in criteria for your own training loop: a teacher-signal source × an objective as one
-``nn.Module``, the very pair the engine's :class:`~reffakd.kd.task.Distiller` trains with.
+"""High level: drop-in criteria for your own training loop, a teacher-signal source × an objective
+as one ``nn.Module``, the very pair the engine's :class:`~reffakd.kd.task.Distiller` trains with.
 
 ::
 
@@ -27,11 +27,16 @@ import torch
 from torch import Tensor, nn
 
 from reffakd.errors import UserError, UserTypeError
+from reffakd.kd.loss_objectives import Objective, build_objective
+from reffakd.kd.method_uskd import USKDSource
 from reffakd.kd.methods import resolve_method
-from reffakd.kd.objectives import Objective, build_objective
-from reffakd.kd.signal import StudentOutputs, TeacherSignal, TeacherSource
-from reffakd.kd.sources import ClassTableSource, NetworkSource, smoothing_table, virtual_table
-from reffakd.kd.uskd import USKDSource
+from reffakd.kd.source_base import StudentOutputs, TeacherSignal, TeacherSource
+from reffakd.kd.source_teachers import (
+    ClassTableSource,
+    NetworkSource,
+    smoothing_table,
+    virtual_table,
+)
 
 
 def fp32_terms(

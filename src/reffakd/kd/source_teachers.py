@@ -1,5 +1,5 @@
-"""The built-in teacher-signal sources: class tables (label smoothing, the Tf-KD virtual teacher)
-and trained networks (vanilla KD's teacher, Tf-KD's self-teacher).
+"""Mid level: the built-in teacher-signal sources, class tables (label smoothing, the Tf-KD virtual
+teacher) and trained networks (vanilla KD's teacher, Tf-KD's self-teacher).
 
 Class-level sources hold a fixed distribution per class and return its log-probabilities, so
 every logit-based loss accepts them (docs/methods.md §1.4). Network sources run a frozen network
@@ -20,8 +20,14 @@ from reffakd.config import AugmentConfig, ComputeConfig, TrainConfig
 from reffakd.data.prepared import PreparedData
 from reffakd.data.spec import get_spec
 from reffakd.errors import UserError, first_line
-from reffakd.kd.losses import probs_to_logits
-from reffakd.kd.signal import SOURCES, SignalRecord, SourceContext, TeacherSignal, TeacherSource
+from reffakd.kd.loss_functional import probs_to_logits
+from reffakd.kd.source_base import (
+    SOURCES,
+    SignalRecord,
+    SourceContext,
+    TeacherSignal,
+    TeacherSource,
+)
 from reffakd.models import build_model, input_tokenizer
 from reffakd.training.precision import Precision
 from reffakd.training.rundir import check_data

@@ -1,4 +1,4 @@
-"""Distillation losses as pure functions.
+"""Low level: distillation losses as pure functions.
 
 Every function takes logits of shape ``(B, C)`` (batch, classes), holds no state and reads no
 global configuration. Reductions are explicit arguments; nothing relies on a PyTorch default.
