@@ -308,10 +308,14 @@ def _given(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _exactly_one_signal(name: str, teacher: Any, soft_labels: Any) -> str:
+def _teacher_or_labels(
+    name: str, presets: tuple[str, str], teacher: Any, soft_labels: Any, **options: Any
+) -> DistillationLoss:
+    """``presets[0]`` on a teacher network, ``presets[1]`` on soft labels; exactly one given."""
     if (teacher is None) == (soft_labels is None):
         raise UserError(f"{name} takes either a teacher network or soft_labels, not both or none.")
-    return "teacher" if teacher is not None else "soft labels"
+    method = presets[0] if teacher is not None else presets[1]
+    return DistillationLoss.from_method(method, teacher=teacher, soft_labels=soft_labels, **options)
 
 
 class KDLoss(DistillationLoss):
@@ -346,11 +350,12 @@ class DKDLoss(DistillationLoss):
         warmup: int | None = None,
         **loss_options: Any,
     ) -> None:
-        signal = _exactly_one_signal("DKDLoss", teacher, soft_labels)
-        method = "kd+dkd" if signal == "teacher" else "reffakd+dkd"
-        options = _given(alpha=alpha, beta=beta, temperature=temperature, warmup=warmup)
-        built = DistillationLoss.from_method(
-            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        options = {
+            **_given(alpha=alpha, beta=beta, temperature=temperature, warmup=warmup),
+            **loss_options,
+        }
+        built = _teacher_or_labels(
+            "DKDLoss", ("kd+dkd", "reffakd+dkd"), teacher, soft_labels, **options
         )
         super().__init__(built.source, built.objective)
 
@@ -369,11 +374,9 @@ class DISTLoss(DistillationLoss):
         temperature: float | None = None,
         **loss_options: Any,
     ) -> None:
-        signal = _exactly_one_signal("DISTLoss", teacher, soft_labels)
-        method = "kd+dist" if signal == "teacher" else "reffakd+dist"
-        options = _given(beta=beta, gamma=gamma, temperature=temperature)
-        built = DistillationLoss.from_method(
-            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        options = {**_given(beta=beta, gamma=gamma, temperature=temperature), **loss_options}
+        built = _teacher_or_labels(
+            "DISTLoss", ("kd+dist", "reffakd+dist"), teacher, soft_labels, **options
         )
         super().__init__(built.source, built.objective)
 
@@ -425,11 +428,9 @@ class NKDLoss(DistillationLoss):
         gamma: float | None = None,
         **loss_options: Any,
     ) -> None:
-        signal = _exactly_one_signal("NKDLoss", teacher, soft_labels)
-        method = "nkd" if signal == "teacher" else "reffakd+nkd"
-        options = _given(temperature=temperature, gamma=gamma)
-        built = DistillationLoss.from_method(
-            method, teacher=teacher, soft_labels=soft_labels, **options, **loss_options
+        options = {**_given(temperature=temperature, gamma=gamma), **loss_options}
+        built = _teacher_or_labels(
+            "NKDLoss", ("nkd", "reffakd+nkd"), teacher, soft_labels, **options
         )
         super().__init__(built.source, built.objective)
 
